@@ -1,0 +1,1 @@
+"""The `rerankd` command line."""

@@ -1,0 +1,6 @@
+"""Model loading and the backends that run a loaded model."""
+
+from rerankd.model.backend import Backend, TorchBackend
+from rerankd.model.loading import LoadedModel, load_model
+
+__all__ = ["Backend", "LoadedModel", "TorchBackend", "load_model"]

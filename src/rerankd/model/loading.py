@@ -1,0 +1,165 @@
+"""Load a one-label cross-encoder from a local directory or the Hugging Face hub.
+
+Hub downloads go through huggingface_hub, so `HF_HOME`, `HF_HUB_OFFLINE=1` and
+the shared cache behave as users know them from transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
+
+from rerankd.errors import ErrorKind, RerankdError
+from rerankd.model.device import TORCH_DTYPES, resolve_device, resolve_dtype
+from rerankd.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Parameter-name fragments of the classification heads transformers uses for
+# *ForSequenceClassification models (XLM-R/RoBERTa: classifier.dense and
+# classifier.out_proj; BERT: classifier; others: score).
+_HEAD_PREFIXES = ("classifier", "score")
+_ROBERTA_STYLE_POSITIONS = ("xlm-roberta", "roberta", "camembert", "xlm-roberta-xl")
+
+
+@dataclass
+class LoadedModel:
+    """A validated model, its tokenizer, and where and how it runs."""
+
+    source: str
+    revision: str | None
+    path: Path
+    config: PretrainedConfig
+    tokenizer: Any
+    model: torch.nn.Module
+    device: torch.device
+    dtype: str
+    load_seconds: float
+
+    @property
+    def fixture(self) -> dict[str, Any] | None:
+        """Set on models made by `rerankd make-test-model`: random weights, scores are not relevance."""
+        return getattr(self.config, "rerankd_fixture", None)
+
+    @property
+    def model_type(self) -> str:
+        return str(self.config.model_type)
+
+    @property
+    def max_supported_length(self) -> int:
+        """Longest pair the position embeddings allow (RoBERTa-style models reserve pad_token_id + 1 slots)."""
+        positions = int(getattr(self.config, "max_position_embeddings", 0) or 0)
+        if self.model_type in _ROBERTA_STYLE_POSITIONS:
+            positions -= int(self.config.pad_token_id or 0) + 1
+        tokenizer_limit = int(getattr(self.tokenizer, "model_max_length", 0) or 0)
+        limits = [n for n in (positions, tokenizer_limit) if 0 < n < 1_000_000]
+        return min(limits) if limits else 512
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~", ".\\")) or source.count("/") > 1 or "\\" in source
+
+
+def resolve_local_dir(source: str) -> Path | None:
+    """The local directory `source` names, None for a hub id, or an error for a missing path."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise RerankdError(
+                ErrorKind.MODEL_LOAD, f"model path {path.resolve()} is a file; expected a Hugging Face model directory"
+            )
+        if not (path / "config.json").is_file():
+            raise RerankdError(
+                ErrorKind.MODEL_LOAD,
+                f"model directory {path.resolve()} has no config.json; expected a Hugging Face model directory "
+                "(config.json, weights, tokenizer files)",
+            )
+        return path.resolve()
+    if _looks_like_path(source):
+        raise RerankdError(ErrorKind.MODEL_LOAD, f"model directory not found: {path.resolve()}")
+    return None
+
+
+def check_is_reranker(config: PretrainedConfig, where: str) -> None:
+    """Refuse anything that is not a *ForSequenceClassification model with one label."""
+    architectures = list(getattr(config, "architectures", None) or [])
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise RerankdError(
+            ErrorKind.MODEL_LOAD,
+            f"{where} is a {', '.join(architectures)}, not a cross-encoder reranker; expected a "
+            "*ForSequenceClassification model with one label (num_labels=1), such as BAAI/bge-reranker-v2-m3",
+        )
+    if config.num_labels != 1:
+        raise RerankdError(
+            ErrorKind.MODEL_LOAD,
+            f"{where} has num_labels={config.num_labels}; a reranker must output one logit per pair "
+            "(a *ForSequenceClassification model with num_labels=1)",
+        )
+
+
+def _load_config(source: str, local_dir: Path | None, revision: str | None) -> PretrainedConfig:
+    try:
+        if local_dir is not None:
+            return AutoConfig.from_pretrained(local_dir)
+        return AutoConfig.from_pretrained(source, revision=revision)
+    except (OSError, ValueError) as exc:
+        if local_dir is not None:
+            raise RerankdError(ErrorKind.MODEL_LOAD, f"cannot read the config in {local_dir}: {exc}") from exc
+        raise RerankdError(
+            ErrorKind.MODEL_LOAD,
+            f"cannot load model {source!r}: it is not a local directory, and as a hub id it could not be "
+            f"fetched or found in the cache ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"On an offline host run `rerankd download {source}` where the hub is reachable, or pass a local "
+            "directory.",
+        ) from exc
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """Load, validate and place the model named by `settings.model`."""
+    started = time.perf_counter()
+    source = settings.model
+    local_dir = resolve_local_dir(source)
+    where = str(local_dir) if local_dir is not None else f"hub model {source!r}"
+    config = _load_config(source, local_dir, settings.revision)
+    check_is_reranker(config, where)
+
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    location: str | Path = local_dir if local_dir is not None else source
+    revision = None if local_dir is not None else settings.revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            location, revision=revision, dtype=TORCH_DTYPES[dtype], output_loading_info=True
+        )
+    except (OSError, ValueError) as exc:
+        raise RerankdError(ErrorKind.MODEL_LOAD, f"cannot load {where}: {exc}") from exc
+
+    missing_head = [k for k in info.get("missing_keys", ()) if k.split(".")[0] in _HEAD_PREFIXES]
+    if missing_head:
+        raise RerankdError(
+            ErrorKind.MODEL_LOAD,
+            f"{where} has no trained classification head (missing {', '.join(sorted(missing_head))}); "
+            "it looks like a bare encoder saved under a classifier config, and would give random scores",
+        )
+    model.to(device).eval()
+    path = local_dir if local_dir is not None else Path(getattr(config, "_name_or_path", source) or source)
+    seconds = time.perf_counter() - started
+    log.info("loaded %s on %s (%s) in %.2f s", where, device, dtype, seconds)
+    return LoadedModel(
+        source=source,
+        revision=revision,
+        path=path,
+        config=config,
+        tokenizer=tokenizer,
+        model=model,
+        device=device,
+        dtype=dtype,
+        load_seconds=seconds,
+    )

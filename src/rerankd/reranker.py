@@ -1,0 +1,221 @@
+"""The library API: `Reranker.compute_score` and `Reranker.rerank`.
+
+Example:
+    >>> from rerankd import Reranker
+    >>> reranker = Reranker("BAAI/bge-reranker-v2-m3")          # or a local directory
+    >>> reranker.compute_score([("what is a panda?", "The giant panda is a bear native to China.")])
+    [0.97...]
+    >>> for r in reranker.rerank("what is a panda?", ["hi", "The giant panda is a bear."], top_n=1):
+    ...     print(r.index, round(r.score, 3), r.document)
+
+Threads and async: one `Reranker` may be shared. Tokenization runs without a
+lock; the model runs one batch at a time behind a lock, so calls from several
+threads are safe and overlap their tokenization with each other's inference.
+From async code, await `arerank` / `acompute_score`: they run the work in a
+worker thread, so the event loop never blocks on the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rerankd.engine import BatchScorer, EncodedPair, PairEncoder, sigmoid
+from rerankd.errors import ErrorKind, RerankdError
+from rerankd.model import LoadedModel, TorchBackend, load_model
+from rerankd.settings import DEFAULT_MODEL, Settings
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """One document of a ranking: its position in the input, its score and its text."""
+
+    index: int
+    score: float
+    document: str
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    """Everything one scoring call measured, for callers that want more than scores."""
+
+    logits: np.ndarray
+    num_tokens: list[int]
+    truncated: list[bool]
+    tokenize_seconds: float
+    inference_seconds: float
+    batches: int
+    padded_tokens: int
+
+    def scores(self, normalize: bool = True) -> list[float]:
+        values = sigmoid(self.logits) if normalize else self.logits.astype(np.float64)
+        return [float(v) for v in values]
+
+
+class Reranker:
+    """A cross-encoder reranker that scores exactly like BAAI FlagEmbedding's `FlagReranker`.
+
+    Args:
+        model: Hugging Face hub id or local directory of a one-label `*ForSequenceClassification` model.
+        revision: Hub revision (ignored for local directories).
+        device: `auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`.
+        dtype: `auto` (fp16 on CUDA, fp32 elsewhere), `fp32`, `fp16` or `bf16`.
+        max_length: Most tokens per pair; only the document is truncated to fit.
+        query_max_length: Most tokens of the query (default: 3/4 of `max_length`).
+        max_batch_tokens: Token budget of one model batch (rows x longest row).
+        max_batch_size: Most pairs in one model batch.
+        threads: Intra-op threads for torch on CPU (process-wide; default: torch's choice).
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_length: int = 512,
+        query_max_length: int | None = None,
+        max_batch_tokens: int = Settings.max_batch_tokens,
+        max_batch_size: int = Settings.max_batch_size,
+        threads: int | None = None,
+    ) -> None:
+        settings = Settings(
+            model=model,
+            revision=revision,
+            device=device,
+            dtype=dtype,
+            max_length=max_length,
+            query_max_length=query_max_length,
+            max_batch_tokens=max_batch_tokens,
+            max_batch_size=max_batch_size,
+            threads=threads,
+        )
+        self._init(settings, load_model(settings))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Reranker:
+        reranker = cls.__new__(cls)
+        reranker._init(settings, load_model(settings))
+        return reranker
+
+    def _init(self, settings: Settings, loaded: LoadedModel) -> None:
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
+        limit = loaded.max_supported_length
+        if settings.max_length > limit:
+            raise RerankdError(
+                ErrorKind.INVALID_INPUT,
+                f"max_length {settings.max_length} is more than {loaded.path} supports ({limit} tokens)",
+            )
+        self.settings = settings
+        self.loaded = loaded
+        self.encoder = PairEncoder(loaded.tokenizer, settings.max_length, settings.effective_query_max_length)
+        self.scorer = BatchScorer(
+            TorchBackend(loaded),
+            pad_id=self.encoder.pad_id,
+            with_token_types=self.encoder.with_token_types,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_size=settings.max_batch_size,
+            # Tensor cores want widths in multiples of 8; on CPU padding only costs.
+            pad_to_multiple_of=8 if loaded.device.type == "cuda" else 1,
+        )
+        self._model_lock = threading.Lock()
+
+    @property
+    def is_fixture(self) -> bool:
+        """True for a random-weight test model: its scores are not relevance."""
+        return self.loaded.fixture is not None
+
+    def score(
+        self, pairs: Sequence[tuple[str, str]], on_batch: Callable[[int], None] | None = None
+    ) -> ScoreReport:
+        """Logits and measurements for `pairs`, in input order."""
+        checked = _check_pairs(pairs)
+        started = time.perf_counter()
+        encoded = self.encoder.encode_pairs(checked)
+        return self._run(encoded, time.perf_counter() - started, on_batch)
+
+    def score_query(
+        self, query: str, documents: Sequence[str], on_batch: Callable[[int], None] | None = None
+    ) -> ScoreReport:
+        """Like `score` for one query against many documents; the query is tokenized once."""
+        _check_text(query, "query")
+        for i, doc in enumerate(documents):
+            _check_text(doc, f"documents[{i}]")
+        started = time.perf_counter()
+        encoded = self.encoder.encode(query, documents)
+        return self._run(encoded, time.perf_counter() - started, on_batch)
+
+    def _run(
+        self, encoded: list[EncodedPair], tokenize_seconds: float, on_batch: Callable[[int], None] | None
+    ) -> ScoreReport:
+        with self._model_lock:
+            logits, stats = self.scorer.score(encoded, on_batch)
+        return ScoreReport(
+            logits=logits,
+            num_tokens=[p.num_tokens for p in encoded],
+            truncated=[p.truncated for p in encoded],
+            tokenize_seconds=tokenize_seconds,
+            inference_seconds=stats.seconds,
+            batches=stats.batches,
+            padded_tokens=stats.padded_tokens,
+        )
+
+    def compute_score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True) -> list[float]:
+        """Score of each (query, document) pair in input order: sigmoid relevance, or raw logits."""
+        return self.score(pairs).scores(normalize)
+
+    def rerank(
+        self, query: str, documents: Sequence[str], *, top_n: int | None = None, normalize: bool = True
+    ) -> list[RerankResult]:
+        """Documents sorted by score, best first; equal scores keep input order.
+
+        `top_n` of None, 0, or more than the number of documents returns all of them.
+        """
+        if top_n is not None and top_n < 0:
+            raise RerankdError(ErrorKind.INVALID_INPUT, f"top_n must be 0 or more, got {top_n}")
+        scores = self.score_query(query, documents).scores(normalize)
+        return [RerankResult(index=i, score=scores[i], document=documents[i]) for i in rank_order(scores, top_n)]
+
+    async def acompute_score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True) -> list[float]:
+        """`compute_score` in a worker thread, for async code."""
+        return await asyncio.to_thread(self.compute_score, pairs, normalize=normalize)
+
+    async def arerank(
+        self, query: str, documents: Sequence[str], *, top_n: int | None = None, normalize: bool = True
+    ) -> list[RerankResult]:
+        """`rerank` in a worker thread, for async code."""
+        return await asyncio.to_thread(self.rerank, query, documents, top_n=top_n, normalize=normalize)
+
+
+def rank_order(scores: Sequence[float], top_n: int | None = None) -> list[int]:
+    """Indices best first; equal scores keep input order; top_n of None or 0 means all."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return order[:top_n] if top_n else order
+
+
+def _check_text(value: object, where: str) -> None:
+    if not isinstance(value, str):
+        raise RerankdError(ErrorKind.INVALID_INPUT, f"{where} must be a string, got {type(value).__name__}")
+
+
+def _check_pairs(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    if isinstance(pairs, tuple) and len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
+        raise RerankdError(
+            ErrorKind.INVALID_INPUT, "compute_score takes a list of (query, document) pairs; wrap a single pair in []"
+        )
+    checked = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise RerankdError(ErrorKind.INVALID_INPUT, f"pairs[{i}] must be a (query, document) pair")
+        _check_text(pair[0], f"pairs[{i}][0]")
+        _check_text(pair[1], f"pairs[{i}][1]")
+        checked.append((pair[0], pair[1]))
+    return checked
