@@ -24,11 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from rerankd.engine import BatchScorer, EncodedPair, PairEncoder, sigmoid
+from rerankd.engine import EncodedPair, sigmoid
+from rerankd.engine.setup import build_engine
 from rerankd.errors import ErrorKind, RerankdError
-from rerankd.model import LoadedModel, TorchBackend, load_model
+from rerankd.model import LoadedModel, load_model
 from rerankd.settings import DEFAULT_MODEL, Settings
 
 
@@ -68,7 +68,7 @@ class Reranker:
         dtype: `auto` (fp16 on CUDA, fp32 elsewhere), `fp32`, `fp16` or `bf16`.
         max_length: Most tokens per pair; only the document is truncated to fit.
         query_max_length: Most tokens of the query (default: 3/4 of `max_length`).
-        max_batch_tokens: Token budget of one model batch (rows x longest row).
+        max_batch_tokens: Token budget of one model batch (rows x longest row); default 4096 on CPU, 32768 on GPU.
         max_batch_size: Most pairs in one model batch.
         threads: Intra-op threads for torch on CPU (process-wide; default: torch's choice).
     """
@@ -82,7 +82,7 @@ class Reranker:
         dtype: str = "auto",
         max_length: int = 512,
         query_max_length: int | None = None,
-        max_batch_tokens: int = Settings.max_batch_tokens,
+        max_batch_tokens: int | None = None,
         max_batch_size: int = Settings.max_batch_size,
         threads: int | None = None,
     ) -> None:
@@ -106,26 +106,11 @@ class Reranker:
         return reranker
 
     def _init(self, settings: Settings, loaded: LoadedModel) -> None:
-        if settings.threads is not None:
-            torch.set_num_threads(settings.threads)
-        limit = loaded.max_supported_length
-        if settings.max_length > limit:
-            raise RerankdError(
-                ErrorKind.INVALID_INPUT,
-                f"max_length {settings.max_length} is more than {loaded.path} supports ({limit} tokens)",
-            )
+        engine = build_engine(settings, loaded)
         self.settings = settings
         self.loaded = loaded
-        self.encoder = PairEncoder(loaded.tokenizer, settings.max_length, settings.effective_query_max_length)
-        self.scorer = BatchScorer(
-            TorchBackend(loaded),
-            pad_id=self.encoder.pad_id,
-            with_token_types=self.encoder.with_token_types,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_batch_size=settings.max_batch_size,
-            # Tensor cores want widths in multiples of 8; on CPU padding only costs.
-            pad_to_multiple_of=8 if loaded.device.type == "cuda" else 1,
-        )
+        self.encoder = engine.encoder
+        self.scorer = engine.scorer
         self._model_lock = threading.Lock()
 
     @property

@@ -16,6 +16,10 @@ from rerankd.errors import ErrorKind, RerankdError
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+TRUNCATION_MODES = ("truncate", "error")
+# Measured in benchmarks/RESULTS.md (issue 2): on CPU, budgets of 1-4k tokens beat 8-16k by 20-30%.
+CPU_BATCH_TOKENS = 4096
+GPU_BATCH_TOKENS = 32768
 
 
 def _flag(help: str, *, choices: tuple[str, ...] | None = None, metavar: str | None = None) -> dict[str, Any]:
@@ -43,14 +47,53 @@ class Settings:
     query_max_length: int | None = field(
         default=None, metadata=_flag("Most tokens kept of the query (default: 3/4 of --max-length).")
     )
-    max_batch_tokens: int = field(
-        default=16384,
-        metadata=_flag("Token budget of one model batch, counted as rows x longest row (padding included)."),
+    max_batch_tokens: int | None = field(
+        default=None,
+        metadata=_flag(
+            "Token budget of one model batch, counted as rows x longest row (padding included). "
+            f"Default: {CPU_BATCH_TOKENS} on CPU, where small batches stay in cache, {GPU_BATCH_TOKENS} on a GPU."
+        ),
     )
     max_batch_size: int = field(default=128, metadata=_flag("Most pairs in one model batch, whatever their length."))
     threads: int | None = field(
         default=None, metadata=_flag("Intra-op threads for the model on CPU (default: the library's choice).")
     )
+
+
+    # The HTTP server (`rerankd serve`).
+    host: str = field(default="127.0.0.1", metadata=_flag("Address to listen on (0.0.0.0 in containers)."))
+    port: int = field(default=8080, metadata=_flag("Port to listen on."))
+    api_key: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag("API key required as 'Authorization: Bearer KEY' on inference routes (repeatable).",
+                       metavar="KEY"),
+    )
+    cors_origin: tuple[str, ...] = field(
+        default=(), metadata=_flag("Origin allowed by CORS (repeatable; '*' for any). Off when not given.")
+    )
+    strict_model_name: bool = field(
+        default=False, metadata=_flag("Reject requests whose 'model' is not a served model name, even with one model.")
+    )
+    truncation: str = field(
+        default="truncate",
+        metadata=_flag("Pairs longer than --max-length: cut the document and report it, or answer 413.",
+                       choices=TRUNCATION_MODES),
+    )
+    max_documents: int = field(default=1000, metadata=_flag("Most documents in one request (413 above)."))
+    max_document_chars: int = field(
+        default=200_000, metadata=_flag("Most characters in one document or query, checked before tokenizing (413).")
+    )
+    max_body_bytes: int = field(default=32 * 1024 * 1024, metadata=_flag("Largest request body in bytes (413)."))
+    max_queued_pairs: int = field(
+        default=16384, metadata=_flag("Most pairs waiting for the model across requests; more get 429.")
+    )
+    request_timeout: float = field(
+        default=120.0, metadata=_flag("Seconds a request may wait for its scores before it gets 503.")
+    )
+    drain_timeout: float = field(
+        default=30.0, metadata=_flag("Seconds SIGTERM waits for requests in flight before the server exits.")
+    )
+    json_logs: bool = field(default=False, metadata=_flag("Log one JSON line per request (id, sizes, timings)."))
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
@@ -61,12 +104,19 @@ class Settings:
                 f"got {self.query_max_length}"
             )
         for name in ("max_batch_tokens", "max_batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise _invalid(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
             raise _invalid(f"threads must be at least 1, got {self.threads}")
         if self.device not in DEVICES and not self.device.startswith(("cuda:", "mps:")):
             raise _invalid(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
+        for name in ("max_documents", "max_document_chars", "max_body_bytes", "max_queued_pairs"):
+            if getattr(self, name) < 1:
+                raise _invalid(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.request_timeout <= 0 or self.drain_timeout < 0:
+            raise _invalid("request_timeout must be positive and drain_timeout not negative")
+        if self.truncation not in TRUNCATION_MODES:
+            raise _invalid(f"truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
         if self.dtype not in DTYPES:
             raise _invalid(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

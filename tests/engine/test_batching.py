@@ -37,7 +37,7 @@ def test_padding_to_a_multiple_counts_in_the_budget():
 
 
 def test_collate_pads_right_with_the_pad_id_and_masks_padding():
-    pairs = [EncodedPair([0, 5, 2], [0, 0, 1], False), EncodedPair([0, 2], [0, 1], False)]
+    pairs = [EncodedPair([0, 5, 2], [0, 0, 1]), EncodedPair([0, 2], [0, 1])]
     batch = collate(pairs, pad_id=1, with_token_types=True, pad_to_multiple_of=4)
     assert batch["input_ids"].tolist() == [[0, 5, 2, 1], [0, 2, 1, 1]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]

@@ -58,3 +58,24 @@ def test_query_budget_that_leaves_no_room_is_refused(xlmr_dir):
     tokenizer = AutoTokenizer.from_pretrained(xlmr_dir)
     with pytest.raises(RerankdError, match="no room for the document"):
         PairEncoder(tokenizer, max_length=16, query_max_length=12)
+
+
+def test_a_call_can_tighten_the_cut_and_truncation_reports_the_full_length(xlmr_dir):
+    tokenizer = AutoTokenizer.from_pretrained(xlmr_dir)
+    encoder = PairEncoder(tokenizer, max_length=512, query_max_length=384)
+    full = encoder.encode("query", [LONG_EN])[0]
+    assert full.num_tokens == 512 and full.truncated and full.full_length > 512
+    capped = encoder.encode("query", [LONG_EN], max_document_tokens=20)[0]
+    query_tokens = len(tokenizer("query", add_special_tokens=False)["input_ids"])
+    assert capped.num_tokens == query_tokens + 4 + 20 and capped.full_length == full.full_length
+    short = encoder.encode("query", [LONG_EN], max_length=64)[0]
+    assert short.num_tokens == 64 and short.input_ids[:40] == full.input_ids[:40]
+    untouched = encoder.encode("query", ["short"], max_document_tokens=20)[0]
+    assert not untouched.truncated
+
+
+def test_a_long_query_is_cut_to_leave_room_when_a_call_asks_for_a_short_pair(xlmr_dir):
+    tokenizer = AutoTokenizer.from_pretrained(xlmr_dir)
+    encoder = PairEncoder(tokenizer, max_length=512, query_max_length=384)
+    pair = encoder.encode(LONG_EN, ["doc"], max_length=16)[0]
+    assert pair.num_tokens == 16 and pair.truncated

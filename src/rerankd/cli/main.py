@@ -12,6 +12,7 @@ from rerankd.cli.demo import demo
 from rerankd.cli.models import download, make_test_model
 from rerankd.cli.options import option
 from rerankd.cli.score import rerank_file, score
+from rerankd.cli.serve import serve
 from rerankd.errors import RerankdError
 
 
@@ -49,6 +50,7 @@ def cli(log_level: str) -> None:
 cli.add_command(score)
 cli.add_command(rerank_file)
 cli.add_command(demo)
+cli.add_command(serve)
 cli.add_command(download)
 cli.add_command(make_test_model)
 

@@ -50,13 +50,17 @@ def option(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
     return click.option(*decls, cls=EnvOption, **kwargs)
 
 
-def _click_type(annotation: Any, choices: tuple[str, ...] | None) -> Any:
-    if choices:
-        return click.Choice(choices)
-    args = typing.get_args(annotation)
+def _option_kwargs(annotation: Any, choices: tuple[str, ...] | None) -> dict[str, Any]:
+    """Click type and kind for a Settings field: bool -> flag, tuple -> repeatable, X | None -> X."""
+    if annotation is bool:
+        return {"is_flag": True}
+    if typing.get_origin(annotation) is tuple:
+        return {"multiple": True, "type": click.STRING}
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        annotation = next(a for a in args if a is not type(None))
-    return {int: click.INT, float: click.FLOAT, str: click.STRING, bool: click.BOOL}[annotation]
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if choices:
+        return {"type": click.Choice(choices)}
+    return {"type": {int: click.INT, float: click.FLOAT, str: click.STRING}[annotation]}
 
 
 def setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -68,6 +72,7 @@ def setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...,
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             values = {name: kwargs.pop(name) for name in names}
+            values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
             return command(*args, settings=Settings(**values), **kwargs)
 
         for name in reversed(names):
@@ -75,9 +80,9 @@ def setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...,
             wrapper = option(
                 "--" + name.replace("_", "-"),
                 name,
-                type=_click_type(hints[name], f.metadata.get("choices")),
                 default=f.default,
-                show_default=f.default is not None,
+                show_default=f.default not in (None, ()),
+                **_option_kwargs(hints[name], f.metadata.get("choices")),
                 metavar=f.metadata.get("metavar"),
                 help=f.metadata["help"],
             )(wrapper)

@@ -29,18 +29,23 @@ _PROBES = ("Hello, World!", "  two  spaces ", "熊猫吃竹子。", "ＡＢＣ�
 
 
 class EncodedPair:
-    """Model input ids of one pair, and whether its document was cut to fit."""
+    """Model input ids of one pair, and how long the pair was before it was cut to fit."""
 
-    __slots__ = ("input_ids", "token_type_ids", "truncated")
+    __slots__ = ("full_length", "input_ids", "token_type_ids")
 
-    def __init__(self, input_ids: list[int], token_type_ids: list[int] | None, truncated: bool) -> None:
+    def __init__(self, input_ids: list[int], token_type_ids: list[int] | None, full_length: int | None = None) -> None:
         self.input_ids = input_ids
         self.token_type_ids = token_type_ids
-        self.truncated = truncated
+        self.full_length = len(input_ids) if full_length is None else full_length
 
     @property
     def num_tokens(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the query or the document lost tokens to fit."""
+        return self.full_length > len(self.input_ids)
 
 
 @dataclass(frozen=True)
@@ -142,25 +147,42 @@ class PairEncoder:
             return []
         return self._ids_rust(texts) if self._rust is not None else self._ids_reference(texts)
 
-    def encode(self, query: str, documents: Sequence[str]) -> list[EncodedPair]:
-        """One query against many documents: the query is tokenized once."""
-        query_ids = self.token_ids([query])[0][: self.query_max_length]
-        return [self._pair(query_ids, doc_ids) for doc_ids in self.token_ids(documents)]
+    def encode(
+        self,
+        query: str,
+        documents: Sequence[str],
+        max_length: int | None = None,
+        max_document_tokens: int | None = None,
+    ) -> list[EncodedPair]:
+        """One query against many documents: the query is tokenized once.
 
-    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[EncodedPair]:
+        `max_length` (at most the encoder's) and `max_document_tokens` tighten
+        the cut for one call, as an API request may ask.
+        """
+        full_query = self.token_ids([query])[0]
+        return [
+            self._pair(full_query, doc_ids, max_length, max_document_tokens) for doc_ids in self.token_ids(documents)
+        ]
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]], max_length: int | None = None) -> list[EncodedPair]:
         """Arbitrary pairs, in order; each distinct query is tokenized once."""
         queries = list(dict.fromkeys(q for q, _ in pairs))
-        query_ids = {
-            q: ids[: self.query_max_length] for q, ids in zip(queries, self.token_ids(queries), strict=True)
-        }
+        query_ids = dict(zip(queries, self.token_ids(queries), strict=True))
         doc_ids = self.token_ids([d for _, d in pairs])
-        return [self._pair(query_ids[q], d) for (q, _), d in zip(pairs, doc_ids, strict=True)]
+        return [self._pair(query_ids[q], d, max_length, None) for (q, _), d in zip(pairs, doc_ids, strict=True)]
 
-    def _pair(self, query_ids: list[int], doc_ids: list[int]) -> EncodedPair:
-        keep = self.max_length - self.template.num_special_tokens - len(query_ids)
-        truncated = len(doc_ids) > keep
-        ids, types = self.template.build(query_ids, doc_ids[:keep] if truncated else doc_ids, self.with_token_types)
-        return EncodedPair(ids, types, truncated)
+    def _pair(
+        self, full_query: list[int], doc_ids: list[int], max_length: int | None, max_document_tokens: int | None
+    ) -> EncodedPair:
+        special = self.template.num_special_tokens
+        limit = min(max_length, self.max_length) if max_length else self.max_length
+        # The query keeps its own budget, but leaves at least one token of room for the document.
+        query_ids = full_query[: max(1, min(self.query_max_length, limit - special - 1))]
+        keep = limit - special - len(query_ids)
+        if max_document_tokens is not None:
+            keep = min(keep, max_document_tokens)
+        ids, types = self.template.build(query_ids, doc_ids[:keep], self.with_token_types)
+        return EncodedPair(ids, types, len(full_query) + len(doc_ids) + special)
 
 
 def _untruncated_copy(tokenizer: Any) -> Tokenizer:

@@ -1,0 +1,82 @@
+"""`rerankd serve`: the HTTP server, with a graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from types import FrameType
+
+import click
+
+from rerankd.cli.options import option, setting_options
+from rerankd.settings import DEFAULT_MODEL, SETTING_NAMES, Settings
+
+log = logging.getLogger(__name__)
+
+SERVE_SETTINGS = tuple(name for name in SETTING_NAMES if name != "model")
+
+
+@click.command()
+@option(
+    "--model",
+    "models",
+    multiple=True,
+    default=(DEFAULT_MODEL,),
+    show_default=True,
+    metavar="[NAME=]ID|DIR",
+    help="Model to serve: a hub id or local directory, optionally named NAME=... (repeatable: the request's "
+    "'model' then picks one).",
+)
+@setting_options(*SERVE_SETTINGS)
+def serve(models: tuple[str, ...], settings: Settings) -> None:
+    """Serve the rerank API (Cohere, Jina, vLLM and TEI dialects) over HTTP.
+
+    /health answers at once; /ready turns 200 when every model is loaded and warm.
+    On SIGTERM /ready turns 503, new requests get 503, and requests in flight get up
+    to --drain-timeout seconds to finish.
+    """
+    import uvicorn
+
+    from rerankd.server.app import create_app
+    from rerankd.server.metrics import Metrics
+    from rerankd.server.models import ModelRegistry, parse_model_specs
+
+    metrics = Metrics()
+    registry = ModelRegistry(settings, parse_model_specs(models), metrics)
+    app = create_app(settings, registry, metrics)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=logging.getLevelName(logging.getLogger().level).lower(),
+        access_log=False,
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
+    )
+    DrainingServer(config, app.state.draining, app.state.in_flight, settings.drain_timeout).run()
+
+
+class DrainingServer:
+    """uvicorn's server, but the first SIGTERM/SIGINT drains before it stops accepting."""
+
+    def __new__(cls, config, draining: asyncio.Event, in_flight, drain_timeout: float):  # type: ignore[no-untyped-def]
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                if draining.is_set():  # a second signal: stop now
+                    super().handle_exit(sig, frame)
+                    return
+                draining.set()
+                log.warning("%s: draining; %d request(s) in flight", signal.Signals(sig).name, in_flight.count)
+                asyncio.get_running_loop().create_task(self._drain(sig, frame))
+
+            async def _drain(self, sig: int, frame: FrameType | None) -> None:
+                try:
+                    await asyncio.wait_for(in_flight.idle.wait(), drain_timeout)
+                except TimeoutError:
+                    log.warning("drain deadline of %g s passed with %d request(s) in flight", drain_timeout,
+                                in_flight.count)
+                super().handle_exit(sig, frame)
+
+        return _Server(config)

@@ -1,0 +1,98 @@
+"""The app factory: settings, a model registry and metrics in, a FastAPI app out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from rerankd import __version__
+from rerankd.server.errors import install_error_handlers
+from rerankd.server.metrics import Metrics
+from rerankd.server.middleware import InFlight, ServingMiddleware
+from rerankd.server.models import ModelRegistry
+from rerankd.server.routes import build_router
+from rerankd.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Cross-encoder reranking that speaks the APIs RAG tools already use: Cohere (v1, v2),
+Jina, vLLM (`/rerank`, `/score`) and Hugging Face TEI (`/rerank` with `texts`).
+Requests from all clients share one dynamic batcher per model.
+"""
+
+
+def _swagger_assets() -> Path:
+    # fastapi-offline ships Swagger UI 5 (our OpenAPI document is 3.1, which Swagger UI 4 can't render).
+    import fastapi_offline
+
+    return Path(fastapi_offline.__file__).parent / "static"
+
+
+def create_app(settings: Settings, registry: ModelRegistry, metrics: Metrics) -> FastAPI:
+    """The rerankd HTTP app. Models load in the background after start-up; /ready says when they are warm."""
+    draining = asyncio.Event()
+    in_flight = InFlight()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(registry.start())
+        try:
+            yield
+        finally:
+            loading.cancel()
+            registry.close()
+
+    app = FastAPI(
+        title="rerankd",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.metrics = metrics
+    app.state.draining = draining
+    app.state.in_flight = in_flight
+    install_error_handlers(app)
+    app.include_router(build_router(settings, registry, metrics, draining))
+
+    # Swagger UI from files we ship, so /docs works on air-gapped hosts.
+    app.mount("/docs-assets", StaticFiles(directory=_swagger_assets()), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="rerankd API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
+
+    if settings.cors_origin:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origin),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+        )
+    app.add_middleware(
+        ServingMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        json_logs=settings.json_logs,
+        in_flight=in_flight,
+    )
+    return app

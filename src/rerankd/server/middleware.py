@@ -1,0 +1,108 @@
+"""Outermost ASGI layer: body-size limit, request ids, per-route metrics, in-flight count, JSON access logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rerankd.server.errors import error_response
+from rerankd.server.metrics import Metrics
+
+access_log = logging.getLogger("rerankd.access")
+
+
+class InFlight:
+    """Requests being served now; SIGTERM waits for `idle` before the server exits."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.idle.set()
+
+
+class ServingMiddleware:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, json_logs: bool, in_flight: InFlight
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.json_logs = json_logs
+        self.in_flight = in_flight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+        response_started = False
+        received = 0
+        too_large = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    too_large = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tagged_send(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        self.in_flight.enter()
+        try:
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                too_large = True
+            else:
+                await self.app(scope, counting_receive, tagged_send)
+            if too_large and not response_started:
+                await error_response(
+                    413, f"the request body is over the limit of {self.max_body_bytes} bytes (--max-body-bytes)"
+                )(scope, receive, tagged_send)
+        finally:
+            self.in_flight.leave()
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            seconds = time.perf_counter() - started
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.request_seconds.labels(path).observe(seconds)
+            if self.json_logs:
+                line = {
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": path,
+                    "status": status,
+                    "total_ms": round(seconds * 1000, 2),
+                    **state.get("log_fields", {}),
+                }
+                access_log.info(json.dumps(line, ensure_ascii=False))

@@ -1,0 +1,311 @@
+"""HTTP handlers: validate, fan out to a served model, shape the answer for the client's dialect."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+
+from rerankd import __version__
+from rerankd.engine import sigmoid
+from rerankd.errors import ErrorKind, RerankdError
+from rerankd.reranker import rank_order
+from rerankd.server.metrics import Metrics
+from rerankd.server.models import ModelRegistry, Scored, State
+from rerankd.server.schemas import (
+    ApiVersion,
+    BilledUnits,
+    DocumentText,
+    ErrorResponse,
+    Info,
+    Meta,
+    ModelCard,
+    ModelList,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    ScoreData,
+    ScoreRequest,
+    ScoreResponse,
+    ServedModelInfo,
+    Status,
+    TEIErrorResponse,
+    TEIRank,
+    Tokens,
+    Usage,
+)
+from rerankd.settings import Settings
+
+API_VERSION = "2"
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in [
+        (400, "Empty query or bad value"),
+        (401, "Missing or wrong API key"),
+        (404, "Unknown model name"),
+        (413, "Too many documents, body too large, or a pair over the limit with truncation off"),
+        (422, "Malformed body or wrong types"),
+        (429, "Too many pairs queued; see Retry-After"),
+        (503, "Timed out, not ready, or shutting down"),
+    ]
+}
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    # After the body is read, the next ASGI message is the disconnect: no polling needed.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _until_done(request: Request, work: Awaitable[Scored], timeout: float) -> Scored:
+    """`work`, unless the client leaves or time runs out; either way its queued pairs are dropped."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    if gone in done:
+        raise HTTPException(499, "the client closed the request")
+    raise RerankdError(ErrorKind.TIMEOUT, f"the request did not finish within {timeout:g} s (--request-timeout)")
+
+
+def _timing_headers(response: Response, scored: Scored, started: float) -> None:
+    for name, seconds in (
+        ("x-tokenization-time", scored.tokenize_seconds),
+        ("x-queue-time", scored.queue_seconds),
+        ("x-inference-time", scored.inference_seconds),
+        ("x-total-time", time.perf_counter() - started),
+    ):
+        response.headers[name] = f"{seconds * 1000:.2f}"
+
+
+def _document_texts(documents: list[str | dict[str, Any]], rank_fields: list[str] | None) -> list[str]:
+    texts = []
+    for i, doc in enumerate(documents):
+        if isinstance(doc, str):
+            texts.append(doc)
+            continue
+        if rank_fields:
+            missing = [f for f in rank_fields if f not in doc]
+            if missing:
+                raise _invalid_field(("documents", i), f"has no field {missing[0]!r} named in rank_fields")
+            texts.append("\n".join(f"{f}: {doc[f]}" for f in rank_fields))
+        elif isinstance(doc.get("text"), str):
+            texts.append(doc["text"])
+        else:
+            raise _invalid_field(("documents", i), "an object document needs a string 'text' field (or rank_fields)")
+    return texts
+
+
+def _invalid_field(loc: tuple, message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": "value_error"}])
+
+
+def _effective_max_length(truncate_prompt_tokens: int | None) -> int | None:
+    return truncate_prompt_tokens if truncate_prompt_tokens and truncate_prompt_tokens > 0 else None
+
+
+def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, draining: asyncio.Event) -> APIRouter:
+    router = APIRouter()
+    keys = [k.encode() for k in settings.api_key]
+
+    def guard(request: Request) -> None:
+        if keys:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), k) for k in keys):
+                raise HTTPException(
+                    401, "missing or wrong API key; send 'Authorization: Bearer KEY'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        if draining.is_set():
+            raise RerankdError(ErrorKind.TIMEOUT, "the server is shutting down; retry on another replica")
+
+    def check_query(query: str, documents: int) -> None:
+        if not query.strip():
+            raise RerankdError(ErrorKind.INVALID_INPUT, "query is empty; give the text to rank the documents for")
+        if documents > settings.max_documents:
+            raise RerankdError(
+                ErrorKind.INPUT_TOO_LARGE,
+                f"{documents} documents is more than the limit of {settings.max_documents} per request "
+                "(--max-documents); split the request",
+            )
+
+    @router.post(
+        "/rerank",
+        response_model=RerankResponse | list[TEIRank],
+        response_model_exclude_none=True,
+        responses={**_ERRORS, "4XX": {"model": TEIErrorResponse, "description": "TEI requests get TEI errors"}},
+        dependencies=[Depends(guard)],
+        summary="Rerank documents (Cohere v1/v2, Jina, vLLM; TEI with `texts`)",
+    )
+    @router.post("/v1/rerank", include_in_schema=False, response_model=RerankResponse | list[TEIRank],
+                 response_model_exclude_none=True, dependencies=[Depends(guard)])
+    @router.post("/v2/rerank", include_in_schema=False, response_model=RerankResponse | list[TEIRank],
+                 response_model_exclude_none=True, dependencies=[Depends(guard)])
+    async def rerank(body: RerankRequest, request: Request, response: Response) -> Any:
+        """Score each document against the query and return them best first.
+
+        `/rerank`, `/v1/rerank` and `/v2/rerank` are the same handler. A body with
+        `texts` instead of `documents` is answered in TEI's shape: a bare array
+        `[{index, score, text?}]`, and TEI's `{error, error_type}` on errors.
+        """
+        started = time.perf_counter()
+        tei = body.texts is not None
+        if tei:
+            request.state.dialect = "tei"
+        served = registry.get(body.model)
+        texts = body.texts if tei else _document_texts(body.documents or [], body.rank_fields)
+        check_query(body.query, len(texts))
+        truncate = body.truncate if tei and body.truncate is not None else settings.truncation == "truncate"
+        scored = await _until_done(
+            request,
+            served.score(
+                body.query,
+                texts,
+                max_length=_effective_max_length(body.truncate_prompt_tokens),
+                max_document_tokens=body.max_tokens_per_doc,
+                truncate=truncate,
+            ),
+            settings.request_timeout,
+        )
+        _timing_headers(response, scored, started)
+        request.state.log_fields = {
+            "model": served.name, "documents": len(texts), "tokens": scored.total_tokens,
+            "truncated": sum(scored.truncated), "tokenize_ms": round(scored.tokenize_seconds * 1000, 2),
+            "queue_ms": round(scored.queue_seconds * 1000, 2), "inference_ms": round(scored.inference_seconds * 1000, 2),
+        }
+        scores = sigmoid(scored.logits)
+        order = rank_order(scores.tolist(), body.top_n)
+        if tei:
+            values = scored.logits if body.raw_scores else scores
+            return [TEIRank(index=i, score=float(values[i]), text=texts[i] if body.return_text else None) for i in order]
+        with_documents = body.return_documents is not False
+        results = [
+            RerankResult(
+                index=i,
+                relevance_score=float(scores[i]),
+                raw_score=float(scored.logits[i]) if body.raw_scores else None,
+                truncated=scored.truncated[i],
+                document=DocumentText(text=texts[i]) if with_documents else None,
+            )
+            for i in order
+        ]
+        truncated = [i for i, t in enumerate(scored.truncated) if t]
+        warnings = (
+            [f"{len(truncated)} document(s) were truncated to fit {served.encoder.max_length} tokens with the query: "
+             f"indices {', '.join(map(str, truncated[:20]))}{' ...' if len(truncated) > 20 else ''}"]
+            if truncated else None
+        )
+        tokens = scored.total_tokens
+        return RerankResponse(
+            id=str(uuid.uuid4()),
+            model=served.name,
+            results=results,
+            usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+            meta=Meta(
+                api_version=ApiVersion(version=API_VERSION),
+                billed_units=BilledUnits(search_units=max(1, math.ceil(len(texts) / 100))),
+                tokens=Tokens(input_tokens=tokens),
+                warnings=warnings,
+            ),
+        )
+
+    @router.post("/score", response_model=ScoreResponse, responses=_ERRORS, dependencies=[Depends(guard)],
+                 summary="Score text pairs (vLLM)")
+    @router.post("/v1/score", include_in_schema=False, response_model=ScoreResponse, dependencies=[Depends(guard)])
+    async def score(body: ScoreRequest, request: Request, response: Response) -> ScoreResponse:
+        """vLLM's score API: `text_1` against each of `text_2` (1:N), or pair by pair (N:N)."""
+        started = time.perf_counter()
+        served = registry.get(body.model)
+        left = [body.text_1] if isinstance(body.text_1, str) else body.text_1
+        right = [body.text_2] if isinstance(body.text_2, str) else body.text_2
+        if len(left) == 1:
+            left = left * len(right)
+        if len(left) != len(right):
+            raise RerankdError(
+                ErrorKind.INVALID_INPUT,
+                f"text_1 has {len(left)} texts and text_2 has {len(right)}; give one text_1, or as many as text_2",
+            )
+        for query in dict.fromkeys(left):
+            check_query(query, len(right))
+        scored = await _until_done(
+            request,
+            served.score(left, right, max_length=_effective_max_length(body.truncate_prompt_tokens),
+                         truncate=settings.truncation == "truncate"),
+            settings.request_timeout,
+        )
+        _timing_headers(response, scored, started)
+        scores = sigmoid(scored.logits)
+        tokens = scored.total_tokens
+        return ScoreResponse(
+            id=f"score-{uuid.uuid4().hex}",
+            created=int(time.time()),
+            model=served.name,
+            data=[ScoreData(index=i, score=float(s)) for i, s in enumerate(scores)],
+            usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
+        )
+
+    @router.get("/health", response_model=Status, summary="Liveness")
+    async def health() -> Status:
+        """200 while the process serves HTTP, also while the model loads."""
+        return Status(status="ok")
+
+    @router.get("/ready", response_model=Status, responses={503: {"model": Status}}, summary="Readiness")
+    async def ready() -> Any:
+        """200 once every model is loaded and warmed up; 503 while loading, after a failure, or while draining."""
+        state = State.DRAINING if draining.is_set() else registry.state
+        if state is State.READY:
+            return Status(status="ready")
+        return JSONResponse({"status": state.value}, status_code=503)
+
+    @router.get("/info", response_model=Info, summary="Model, limits and version")
+    async def info() -> Info:
+        models = [
+            ServedModelInfo(
+                name=m.name, source=m.loaded.source, revision=m.loaded.revision, model_type=m.loaded.model_type,
+                device=str(m.loaded.device), dtype=m.loaded.dtype, max_input_length=m.settings.max_length,
+                is_fixture=m.loaded.fixture is not None,
+            )
+            for m in registry.models.values()
+        ]
+        return Info(
+            model_id=registry.names[0],
+            model_dtype=models[0].dtype if models else None,
+            version=__version__,
+            max_input_length=settings.max_length,
+            max_documents=settings.max_documents,
+            max_document_chars=settings.max_document_chars,
+            max_batch_tokens=next(iter(registry.models.values())).batcher.scorer.max_batch_tokens
+            if registry.models else (settings.max_batch_tokens or 0),
+            max_batch_size=settings.max_batch_size,
+            max_queued_pairs=settings.max_queued_pairs,
+            truncation=settings.truncation,
+            models=models,
+            state=(State.DRAINING if draining.is_set() else registry.state).value,
+        )
+
+    @router.get("/v1/models", response_model=ModelList, summary="Served models (OpenAI shape)")
+    async def list_models() -> ModelList:
+        created = int(time.time())
+        return ModelList(data=[ModelCard(id=name, created=created, max_model_len=settings.max_length)
+                               for name in registry.names])
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

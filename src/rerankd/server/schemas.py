@@ -1,0 +1,224 @@
+"""Request and response models of every API dialect; they generate the OpenAPI page at /docs.
+
+One rerank request model serves Cohere (v1 and v2), Jina, vLLM and TEI
+clients: TEI's body carries `texts` where the others carry `documents`.
+Unknown fields are accepted and ignored, because newer client SDKs add fields
+(`max_chunks_per_doc`, `priority`, `relevant_spans`, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_EXAMPLE_DOCS = [
+    "The giant panda's diet is over 99% bamboo.",
+    "Panda Express is an American fast-food chain.",
+]
+
+
+class RerankRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {"query": "What do giant pandas eat?", "documents": _EXAMPLE_DOCS, "top_n": 1},
+                {"query": "What do giant pandas eat?", "texts": _EXAMPLE_DOCS, "return_text": True},
+            ]
+        },
+    )
+
+    query: str = Field(description="The query the documents are ranked for.")
+    documents: list[str | dict[str, Any]] | None = Field(
+        None,
+        description="Cohere/Jina/vLLM: strings, or objects with a `text` field (or the fields named in `rank_fields`).",
+    )
+    texts: list[str] | None = Field(None, description="TEI: the documents; the answer is TEI's bare array.")
+    model: str | None = Field(None, description="Served model name; any name is accepted when one model is served.")
+    top_n: int | None = Field(None, ge=0, description="Return the best N; missing, 0 or more than given means all.")
+    return_documents: bool | None = Field(
+        None, description="Include each document's text (default true; the strings 'true'/'false' work too)."
+    )
+    rank_fields: list[str] | None = Field(
+        None, description="Cohere v1: fields of object documents to rank on, joined as 'field: value' lines."
+    )
+    max_tokens_per_doc: int | None = Field(None, ge=1, description="Cohere v2: cut each document to this many tokens.")
+    truncate_prompt_tokens: int | None = Field(
+        None, ge=-1, description="vLLM: cut each (query, document) pair to this many tokens; -1 means the model's limit."
+    )
+    raw_scores: bool = Field(False, description="TEI: `score` is the logit. Others: add `raw_score` beside the score.")
+    return_text: bool = Field(False, description="TEI: include each text.")
+    truncate: bool | None = Field(
+        None, description="TEI: cut pairs over the limit (true) or answer 413 (false); missing follows the server."
+    )
+    truncation_direction: Literal["Right", "right"] = Field("Right", description="TEI: only Right is supported.")
+
+    @model_validator(mode="after")
+    def _one_document_list(self) -> RerankRequest:
+        if self.documents is None and self.texts is None:
+            raise ValueError("give the documents to rank as `documents` (or `texts`, TEI's name)")
+        if self.documents is not None and self.texts is not None:
+            raise ValueError("give either `documents` or `texts`, not both")
+        return self
+
+
+class DocumentText(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int = Field(description="Position of the document in the request.")
+    relevance_score: float = Field(description="Sigmoid of the logit, 0..1.")
+    raw_score: float | None = Field(None, description="The logit, when `raw_scores` is true.")
+    truncated: bool = Field(description="Whether the pair was cut to fit the token limit.")
+    document: DocumentText | None = Field(None, description="The text, unless `return_documents` is false.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class ApiVersion(BaseModel):
+    version: str
+
+
+class BilledUnits(BaseModel):
+    search_units: int
+
+
+class Tokens(BaseModel):
+    input_tokens: int
+    output_tokens: int = 0
+
+
+class Meta(BaseModel):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+    tokens: Tokens
+    warnings: list[str] | None = None
+
+
+class RerankResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "5f1c1f8e-2b7a-4c55-9d55-2f9c2f0c8d11",
+                    "model": "BAAI/bge-reranker-v2-m3",
+                    "results": [
+                        {"index": 0, "relevance_score": 0.98, "truncated": False,
+                         "document": {"text": _EXAMPLE_DOCS[0]}}
+                    ],
+                    "usage": {"prompt_tokens": 38, "total_tokens": 38},
+                    "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1},
+                             "tokens": {"input_tokens": 38, "output_tokens": 0}},
+                }
+            ]
+        }
+    )
+
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: Usage
+    meta: Meta
+
+
+class TEIRank(BaseModel):
+    index: int
+    score: float = Field(description="Sigmoid of the logit, or the logit with `raw_scores`.")
+    text: str | None = None
+
+
+class ScoreRequest(BaseModel):
+    """vLLM's /score: text_1 against text_2, one to one, one to many, or pair by pair."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{"text_1": "What do giant pandas eat?", "text_2": _EXAMPLE_DOCS}]},
+    )
+
+    model: str | None = None
+    text_1: str | list[str]
+    text_2: str | list[str]
+    truncate_prompt_tokens: int | None = Field(None, ge=-1)
+
+
+class ScoreData(BaseModel):
+    index: int
+    object: Literal["score"] = "score"
+    score: float
+
+
+class ScoreResponse(BaseModel):
+    id: str
+    object: Literal["list"] = "list"
+    created: int
+    model: str
+    data: list[ScoreData]
+    usage: Usage
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    """Readable by Cohere (`message`), Jina (`detail`) and vLLM/OpenAI (`error`) clients."""
+
+    message: str
+    detail: str
+    error: ErrorDetail
+
+
+class TEIErrorResponse(BaseModel):
+    error: str
+    error_type: str
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "rerankd"
+    max_model_len: int
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ServedModelInfo(BaseModel):
+    name: str
+    source: str
+    revision: str | None
+    model_type: str
+    device: str
+    dtype: str
+    max_input_length: int
+    is_fixture: bool
+
+
+class Info(BaseModel):
+    model_id: str
+    model_type: Literal["reranker"] = "reranker"
+    model_dtype: str | None
+    version: str
+    max_input_length: int
+    max_documents: int
+    max_document_chars: int
+    max_batch_tokens: int
+    max_batch_size: int
+    max_queued_pairs: int
+    truncation: str
+    models: list[ServedModelInfo]
+    state: str
+
+
+class Status(BaseModel):
+    status: str
