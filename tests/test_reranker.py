@@ -7,7 +7,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import PAIRS
+from helpers import PAIRS
 
 from rerankd import RerankdError, RerankResult
 from rerankd.engine import sigmoid

@@ -93,6 +93,17 @@ class Settings:
     drain_timeout: float = field(
         default=30.0, metadata=_flag("Seconds SIGTERM waits for requests in flight before the server exits.")
     )
+    no_cache: bool = field(default=False, metadata=_flag("Turn the score cache off."))
+    cache_size: int = field(default=100_000, metadata=_flag("Most pairs held by the in-process LRU score cache."))
+    cache_url: str | None = field(
+        default=None,
+        metadata=_flag("Redis URL (redis://host:port/db) of a score cache shared by replicas, behind the LRU.",
+                       metavar="URL"),
+    )
+    cache_ttl: int = field(default=7 * 24 * 3600, metadata=_flag("Seconds a score lives in Redis."))
+    cache_timeout: float = field(
+        default=0.25, metadata=_flag("Seconds to wait on Redis before scoring without it.")
+    )
     json_logs: bool = field(default=False, metadata=_flag("Log one JSON line per request (id, sizes, timings)."))
 
     def __post_init__(self) -> None:
@@ -110,11 +121,14 @@ class Settings:
             raise _invalid(f"threads must be at least 1, got {self.threads}")
         if self.device not in DEVICES and not self.device.startswith(("cuda:", "mps:")):
             raise _invalid(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
-        for name in ("max_documents", "max_document_chars", "max_body_bytes", "max_queued_pairs"):
+        for name in ("max_documents", "max_document_chars", "max_body_bytes", "max_queued_pairs", "cache_size",
+                     "cache_ttl"):
             if getattr(self, name) < 1:
                 raise _invalid(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.request_timeout <= 0 or self.drain_timeout < 0:
-            raise _invalid("request_timeout must be positive and drain_timeout not negative")
+        if self.cache_url is not None and not self.cache_url.startswith(("redis://", "rediss://", "unix://")):
+            raise _invalid(f"cache_url must be a redis://, rediss:// or unix:// URL, got {self.cache_url!r}")
+        if self.request_timeout <= 0 or self.drain_timeout < 0 or self.cache_timeout <= 0:
+            raise _invalid("request_timeout and cache_timeout must be positive, and drain_timeout not negative")
         if self.truncation not in TRUNCATION_MODES:
             raise _invalid(f"truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
         if self.dtype not in DTYPES:

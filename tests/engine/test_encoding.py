@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import LONG_EN, PAIRS
+from helpers import LONG_EN, PAIRS
 from transformers import AutoTokenizer
 
 from rerankd.engine import PairEncoder

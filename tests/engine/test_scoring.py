@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import PAIRS
+from helpers import PAIRS
 
 from rerankd.engine import sigmoid
 from rerankd.errors import ErrorKind, RerankdError

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoConfig, XLMRobertaModel
 
-from rerankd import Reranker, RerankdError, Settings
+from rerankd import RerankdError, Reranker, Settings
 from rerankd.errors import ErrorKind
 from rerankd.model import load_model
 

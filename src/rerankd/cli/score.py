@@ -54,7 +54,9 @@ def read_documents(stream: IO[bytes], fmt: str, text_field: str) -> Iterator[Inp
         try:
             line = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
-            raise click.ClickException(f"input line {number} is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+            raise click.ClickException(
+                f"input line {number} is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from None
         if not line.strip():
             continue
         if fmt == "auto":
@@ -65,7 +67,7 @@ def read_documents(stream: IO[bytes], fmt: str, text_field: str) -> Iterator[Inp
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise click.ClickException(f"input line {number} is not valid JSON: {exc.msg} (column {exc.colno})")
+            raise click.ClickException(f"input line {number} is not valid JSON: {exc.msg} (column {exc.colno})") from None
         if isinstance(record, str):
             yield InputDocument(number, record, record)
         elif isinstance(record, dict) and isinstance(record.get(text_field), str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from types import FrameType
@@ -14,6 +15,8 @@ from rerankd.settings import DEFAULT_MODEL, SETTING_NAMES, Settings
 
 log = logging.getLogger(__name__)
 
+# After the drain deadline, time for the 503s to reach their clients.
+ABORT_GRACE_SECONDS = 5.0
 SERVE_SETTINGS = tuple(name for name in SETTING_NAMES if name != "model")
 
 
@@ -51,15 +54,15 @@ def serve(models: tuple[str, ...], settings: Settings) -> None:
         port=settings.port,
         log_level=logging.getLevelName(logging.getLogger().level).lower(),
         access_log=False,
-        timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
+        timeout_graceful_shutdown=max(1, int(ABORT_GRACE_SECONDS)),
     )
-    DrainingServer(config, app.state.draining, app.state.in_flight, settings.drain_timeout).run()
+    DrainingServer(config, app.state.draining, app.state.in_flight, registry, settings.drain_timeout).run()
 
 
 class DrainingServer:
     """uvicorn's server, but the first SIGTERM/SIGINT drains before it stops accepting."""
 
-    def __new__(cls, config, draining: asyncio.Event, in_flight, drain_timeout: float):  # type: ignore[no-untyped-def]
+    def __new__(cls, config, draining: asyncio.Event, in_flight, registry, drain_timeout: float):  # type: ignore[no-untyped-def]
         import uvicorn
 
         class _Server(uvicorn.Server):
@@ -75,8 +78,13 @@ class DrainingServer:
                 try:
                     await asyncio.wait_for(in_flight.idle.wait(), drain_timeout)
                 except TimeoutError:
-                    log.warning("drain deadline of %g s passed with %d request(s) in flight", drain_timeout,
-                                in_flight.count)
-                super().handle_exit(sig, frame)
+                    log.warning("drain deadline of %g s passed with %d request(s) in flight; answering them 503",
+                                drain_timeout, in_flight.count)
+                    registry.abort("the server shut down before this request finished (--drain-timeout); retry")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(in_flight.idle.wait(), ABORT_GRACE_SECONDS)
+                # Not super().handle_exit: uvicorn would re-raise the signal and the process would exit -15
+                # after a clean drain.
+                self.should_exit = True
 
         return _Server(config)

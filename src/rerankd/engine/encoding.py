@@ -164,12 +164,16 @@ class PairEncoder:
             self._pair(full_query, doc_ids, max_length, max_document_tokens) for doc_ids in self.token_ids(documents)
         ]
 
-    def encode_pairs(self, pairs: Sequence[tuple[str, str]], max_length: int | None = None) -> list[EncodedPair]:
+    def encode_pairs(
+        self, pairs: Sequence[tuple[str, str]], max_length: int | None = None, max_document_tokens: int | None = None
+    ) -> list[EncodedPair]:
         """Arbitrary pairs, in order; each distinct query is tokenized once."""
         queries = list(dict.fromkeys(q for q, _ in pairs))
         query_ids = dict(zip(queries, self.token_ids(queries), strict=True))
         doc_ids = self.token_ids([d for _, d in pairs])
-        return [self._pair(query_ids[q], d, max_length, None) for (q, _), d in zip(pairs, doc_ids, strict=True)]
+        return [
+            self._pair(query_ids[q], d, max_length, max_document_tokens) for (q, _), d in zip(pairs, doc_ids, strict=True)
+        ]
 
     def _pair(
         self, full_query: list[int], doc_ids: list[int], max_length: int | None, max_document_tokens: int | None

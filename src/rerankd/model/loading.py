@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model.device import TORCH_DTYPES, resolve_device, resolve_dtype
+from rerankd.model.identity import model_identity
 from rerankd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class LoadedModel:
     device: torch.device
     dtype: str
     load_seconds: float
+    identity: str
 
     @property
     def fixture(self) -> dict[str, Any] | None:
@@ -149,7 +151,7 @@ def load_model(settings: Settings) -> LoadedModel:
             "it looks like a bare encoder saved under a classifier config, and would give random scores",
         )
     model.to(device).eval()
-    path = local_dir if local_dir is not None else Path(getattr(config, "_name_or_path", source) or source)
+    path = local_dir if local_dir is not None else _snapshot_dir(source, revision) or Path(source)
     seconds = time.perf_counter() - started
     log.info("loaded %s on %s (%s) in %.2f s", where, device, dtype, seconds)
     return LoadedModel(
@@ -162,4 +164,16 @@ def load_model(settings: Settings) -> LoadedModel:
         device=device,
         dtype=dtype,
         load_seconds=seconds,
+        identity=model_identity(source, local_dir, None if local_dir is not None else path),
     )
+
+
+def _snapshot_dir(source: str, revision: str | None) -> Path | None:
+    """The hub cache snapshot a model was loaded from (its name is the commit hash)."""
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(source, "config.json", revision=revision)
+    except OSError:
+        return None
+    return Path(found).parent if found else None

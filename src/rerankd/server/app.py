@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from rerankd import __version__
 from rerankd.server.errors import install_error_handlers
 from rerankd.server.metrics import Metrics
-from rerankd.server.middleware import InFlight, ServingMiddleware
+from rerankd.server.middleware import InFlight, ServingMiddleware, access_log
 from rerankd.server.models import ModelRegistry
 from rerankd.server.routes import build_router
 from rerankd.settings import Settings
@@ -38,6 +38,17 @@ def _swagger_assets() -> Path:
     return Path(fastapi_offline.__file__).parent / "static"
 
 
+def _json_access_log() -> None:
+    """Access lines go to stderr as bare JSON, whatever the log level of everything else."""
+    if not any(getattr(h, "_rerankd_json", False) for h in access_log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._rerankd_json = True  # type: ignore[attr-defined]
+        access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+
+
 def create_app(settings: Settings, registry: ModelRegistry, metrics: Metrics) -> FastAPI:
     """The rerankd HTTP app. Models load in the background after start-up; /ready says when they are warm."""
     draining = asyncio.Event()
@@ -50,7 +61,7 @@ def create_app(settings: Settings, registry: ModelRegistry, metrics: Metrics) ->
             yield
         finally:
             loading.cancel()
-            registry.close()
+            await registry.close()
 
     app = FastAPI(
         title="rerankd",
@@ -81,6 +92,8 @@ def create_app(settings: Settings, registry: ModelRegistry, metrics: Metrics) ->
             swagger_favicon_url="data:,",
         )
 
+    if settings.json_logs:
+        _json_access_log()
     if settings.cors_origin:
         app.add_middleware(
             CORSMiddleware,

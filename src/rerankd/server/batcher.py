@@ -95,6 +95,7 @@ class DynamicBatcher:
         self.metrics = metrics
         self.model_name = model_name
         self._queue: list[_Job] = []
+        self._running: list[_Job] = []  # the round in the model now
         self._queued_pairs = 0  # waiting or running
         self._wake = threading.Condition()
         self._stopping = False
@@ -137,6 +138,14 @@ class DynamicBatcher:
             # Client gone, timed out, or done: either way the model thread may skip what is left.
             job.cancelled = True
 
+    def fail_all(self, exc: BaseException) -> None:
+        """Answer every queued or running request with `exc` (the drain deadline passed); the round skips them."""
+        with self._wake:
+            jobs = [*self._running, *self._queue]
+        for job in jobs:
+            if job.remaining and not job.failed:
+                job.fail(exc)
+
     def _run(self) -> None:
         while True:
             with self._wake:
@@ -145,6 +154,7 @@ class DynamicBatcher:
                 if not self._queue:
                     return
                 jobs, self._queue = self._queue, []
+                self._running = jobs
             try:
                 self._run_round(jobs)
             except BaseException as exc:  # never let the model thread die: fail this round's requests
@@ -154,6 +164,7 @@ class DynamicBatcher:
                         job.fail(exc)
             finally:
                 with self._wake:
+                    self._running = []
                     self._queued_pairs -= sum(len(j.pairs) for j in jobs)
                     self.metrics.queue_pairs.labels(self.model_name).set(self._queued_pairs)
 

@@ -49,6 +49,13 @@ class Metrics:
             "rerankd_truncated_documents", "Documents cut to fit max_length.", ["model"], registry=r
         )
 
+        self.cache_hits = Counter("rerankd_cache_hits", "Pairs found in the score cache.", ["layer"], registry=r)
+        self.cache_misses = Counter("rerankd_cache_misses", "Pairs not in the score cache.", ["layer"], registry=r)
+        self.cache_errors = Counter(
+            "rerankd_cache_errors", "Cache operations that failed (the request went on without).", ["layer", "op"],
+            registry=r,
+        )
+
     def observe_batch(self, model: str, pairs: Sequence[EncodedPair], seconds: float) -> None:
         self.inference_seconds.labels(model).observe(seconds)
         self.batch_size.labels(model).observe(len(pairs))

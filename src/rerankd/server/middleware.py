@@ -71,6 +71,8 @@ class ServingMiddleware:
 
         async def tagged_send(message: Message) -> None:
             nonlocal status, response_started
+            if too_large:  # the app saw a cut-off body; its answer is replaced by the 413 below
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
@@ -86,6 +88,7 @@ class ServingMiddleware:
             else:
                 await self.app(scope, counting_receive, tagged_send)
             if too_large and not response_started:
+                too_large = False
                 await error_response(
                     413, f"the request body is over the limit of {self.max_body_bytes} bytes (--max-body-bytes)"
                 )(scope, receive, tagged_send)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rerankd.cache import CachedScore, CacheKeyer, ScoreCache, build_cache
+from rerankd.engine import EncodedPair
 from rerankd.engine.setup import Engine, build_engine
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model import LoadedModel, load_model
@@ -39,6 +41,7 @@ class Scored:
     tokenize_seconds: float
     queue_seconds: float
     inference_seconds: float
+    cache_hits: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -54,10 +57,16 @@ class ServedModel:
         engine: Engine,
         metrics: Metrics,
         tokenize_pool: ThreadPoolExecutor,
+        cache: ScoreCache | None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.loaded = loaded
+        self.cache = cache
+        self.keyer = CacheKeyer(
+            loaded.identity, engine.scorer.backend.name, loaded.dtype, settings.max_length,
+            settings.effective_query_max_length,
+        )
         self.encoder = engine.encoder
         self.batcher = DynamicBatcher(engine.scorer, settings.max_queued_pairs, metrics, name)
         self.metrics = metrics
@@ -77,43 +86,88 @@ class ServedModel:
         max_document_tokens: int | None = None,
         truncate: bool = True,
     ) -> Scored:
-        """Score one query against `documents`, or, given a list of queries, each query with its document."""
-        queries = [query] if isinstance(query, str) else query
+        """Score one query against `documents`, or, given a list of queries, each query with its document.
+
+        Cached pairs skip tokenization and the model; identical pairs in one request are scored once.
+        """
+        queries = [query] * len(documents) if isinstance(query, str) else query
+        smallest = self.encoder.template.num_special_tokens + 1
+        if max_length is not None and max_length < smallest:
+            raise RerankdError(
+                ErrorKind.INVALID_INPUT,
+                f"a pair limit of {max_length} tokens leaves no room: it must be at least {smallest} (the model's "
+                f"{smallest - 1} special tokens and one query token)",
+            )
         limit = self.settings.max_document_chars
-        texts = [*(("query", q) for q in queries), *((f"documents[{i}]", d) for i, d in enumerate(documents))]
+        texts = [*(("query", q) for q in dict.fromkeys(queries)), *((f"documents[{i}]", d) for i, d in enumerate(documents))]
         for where, text in texts:
             if len(text) > limit:
                 raise RerankdError(
                     ErrorKind.INPUT_TOO_LARGE,
                     f"{where} has {len(text)} characters, over the limit of {limit} (--max-document-chars)",
                 )
+        mode = "truncate" if truncate else "error"
+        keys = [self.keyer.key(q, d, max_length, max_document_tokens, mode) for q, d in zip(queries, documents)]
+        first = {}  # key -> position among the unique pairs
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+        unique = list(first)
+        found = await self.cache.get_many(unique) if self.cache is not None else [None] * len(unique)
+        todo = [first[k] for k, v in zip(unique, found, strict=True) if v is None]
+
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        if isinstance(query, str):
-            encode = functools.partial(self.encoder.encode, query, documents, max_length, max_document_tokens)
-        else:
-            encode = functools.partial(self.encoder.encode_pairs, list(zip(query, documents, strict=True)), max_length)
-        pairs = await loop.run_in_executor(self._tokenize_pool, encode)
+        pairs: list[EncodedPair] = []
+        if todo:
+            encode = functools.partial(
+                self.encoder.encode_pairs, [(queries[i], documents[i]) for i in todo], max_length, max_document_tokens
+            )
+            pairs = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, encode)
         tokenize_seconds = time.perf_counter() - started
         self.metrics.tokenize_seconds.labels(self.name).observe(tokenize_seconds)
-        truncated = [p.truncated for p in pairs]
-        if any(truncated) and not truncate:
-            i = truncated.index(True)
-            cap = min(max_length or self.encoder.max_length, self.encoder.max_length)
-            raise RerankdError(
-                ErrorKind.INPUT_TOO_LARGE,
-                f"documents[{i}] makes a pair of {pairs[i].full_length} tokens with the query, over the limit of "
-                f"{cap} tokens; shorten it, or allow truncation",
-            )
-        self.metrics.truncated_documents.labels(self.name).inc(sum(truncated))
+
+        lengths = {k: (v.full_length, v.num_tokens) for k, v in zip(unique, found, strict=True) if v is not None}
+        lengths.update({keys[i]: (p.full_length, p.num_tokens) for i, p in zip(todo, pairs, strict=True)})
+        # A cap the request asked for (max_tokens_per_doc, truncate_prompt_tokens) is truncation it accepted.
+        if not truncate and max_length is None and max_document_tokens is None:
+            for i, key in enumerate(keys):
+                full, kept = lengths[key]
+                if full > kept:
+                    raise self._too_long(queries[i], i, full)
         batched = await self.batcher.score(pairs)
+        by_key = {k: v for k, v in zip(unique, found, strict=True) if v is not None}
+        scored = [
+            (keys[i], CachedScore(float(logit), pair.num_tokens, pair.full_length))
+            for i, pair, logit in zip(todo, pairs, batched.logits, strict=True)
+        ]
+        by_key.update(scored)
+        if self.cache is not None and scored:
+            await self.cache.set_many(scored)
+        values = [by_key[k] for k in keys]
+        truncated = [v.truncated for v in values]
+        self.metrics.truncated_documents.labels(self.name).inc(sum(truncated))
         return Scored(
-            logits=batched.logits,
-            num_tokens=[p.num_tokens for p in pairs],
+            logits=np.array([v.logit for v in values], dtype=np.float32),
+            num_tokens=[v.num_tokens for v in values],
             truncated=truncated,
             tokenize_seconds=tokenize_seconds,
             queue_seconds=batched.queue_seconds,
             inference_seconds=batched.inference_seconds,
+            cache_hits=len(unique) - len(todo),
+        )
+
+
+    def _too_long(self, query: str, index: int, full_length: int) -> RerankdError:
+        query_tokens = len(self.encoder.token_ids([query])[0])
+        if query_tokens > self.encoder.query_max_length:
+            return RerankdError(
+                ErrorKind.INPUT_TOO_LARGE,
+                f"the query has {query_tokens} tokens, over its limit of {self.encoder.query_max_length} "
+                "(--query-max-length); shorten it, or allow truncation",
+            )
+        return RerankdError(
+            ErrorKind.INPUT_TOO_LARGE,
+            f"documents[{index}] makes a pair of {full_length} tokens with the query, over the limit of "
+            f"{self.encoder.max_length} tokens (--max-length); shorten it, or allow truncation",
         )
 
 
@@ -147,6 +201,11 @@ class ModelRegistry:
         self.error: str | None = None
         # Tokenization runs here, beside the model threads, so it overlaps inference.
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rerankd-tokenize")
+        # One cache for every served model: the model's identity is part of each key.
+        self.cache = build_cache(
+            not settings.no_cache, settings.cache_size, settings.cache_url, settings.cache_ttl,
+            settings.cache_timeout, metrics,
+        )
 
     @property
     def names(self) -> list[str]:
@@ -171,7 +230,9 @@ class ModelRegistry:
     def _load(self, name: str, source: str) -> ServedModel:
         settings = self.settings.with_changes(model=source)
         loaded = load_model(settings)
-        served = ServedModel(name, settings, loaded, build_engine(settings, loaded), self.metrics, self._tokenize_pool)
+        served = ServedModel(
+            name, settings, loaded, build_engine(settings, loaded), self.metrics, self._tokenize_pool, self.cache
+        )
         started = time.perf_counter()
         served.warm_up()
         log.info("warmed up %s in %.2f s", name, time.perf_counter() - started)
@@ -188,7 +249,14 @@ class ModelRegistry:
             ErrorKind.MODEL_NOT_FOUND, f"model {name!r} is not served here; served models: {', '.join(self.names)}"
         )
 
-    def close(self) -> None:
+    def abort(self, message: str) -> None:
+        """Fail every request still waiting for a model with a 503 that says why."""
+        for served in self.models.values():
+            served.batcher.fail_all(RerankdError(ErrorKind.TIMEOUT, message))
+
+    async def close(self) -> None:
         for served in self.models.values():
             served.batcher.stop(timeout=5)
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+        if self.cache is not None:
+            await self.cache.close()

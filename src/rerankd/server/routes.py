@@ -91,6 +91,7 @@ def _timing_headers(response: Response, scored: Scored, started: float) -> None:
         ("x-total-time", time.perf_counter() - started),
     ):
         response.headers[name] = f"{seconds * 1000:.2f}"
+    response.headers["x-cache-hits"] = str(scored.cache_hits)
 
 
 def _document_texts(documents: list[str | dict[str, Any]], rank_fields: list[str] | None) -> list[str]:
@@ -109,6 +110,11 @@ def _document_texts(documents: list[str | dict[str, Any]], rank_fields: list[str
         else:
             raise _invalid_field(("documents", i), "an object document needs a string 'text' field (or rank_fields)")
     return texts
+
+
+def _returned_document(documents: list[str | dict[str, Any]] | None, texts: list[str], i: int) -> Any:
+    original = documents[i] if documents is not None else texts[i]
+    return original if isinstance(original, dict) else DocumentText(text=texts[i])
 
 
 def _invalid_field(loc: tuple, message: str) -> RequestValidationError:
@@ -185,7 +191,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         _timing_headers(response, scored, started)
         request.state.log_fields = {
             "model": served.name, "documents": len(texts), "tokens": scored.total_tokens,
-            "truncated": sum(scored.truncated), "tokenize_ms": round(scored.tokenize_seconds * 1000, 2),
+            "truncated": sum(scored.truncated), "cache_hits": scored.cache_hits, "tokenize_ms": round(scored.tokenize_seconds * 1000, 2),
             "queue_ms": round(scored.queue_seconds * 1000, 2), "inference_ms": round(scored.inference_seconds * 1000, 2),
         }
         scores = sigmoid(scored.logits)
@@ -200,7 +206,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 relevance_score=float(scores[i]),
                 raw_score=float(scored.logits[i]) if body.raw_scores else None,
                 truncated=scored.truncated[i],
-                document=DocumentText(text=texts[i]) if with_documents else None,
+                document=_returned_document(body.documents, texts, i) if with_documents else None,
             )
             for i in order
         ]
@@ -294,6 +300,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             max_batch_size=settings.max_batch_size,
             max_queued_pairs=settings.max_queued_pairs,
             truncation=settings.truncation,
+            cache=registry.cache.description if registry.cache is not None else None,
             models=models,
             state=(State.DRAINING if draining.is_set() else registry.state).value,
         )

@@ -72,7 +72,11 @@ class RerankResult(BaseModel):
     relevance_score: float = Field(description="Sigmoid of the logit, 0..1.")
     raw_score: float | None = Field(None, description="The logit, when `raw_scores` is true.")
     truncated: bool = Field(description="Whether the pair was cut to fit the token limit.")
-    document: DocumentText | None = Field(None, description="The text, unless `return_documents` is false.")
+    document: DocumentText | dict[str, Any] | None = Field(
+        None,
+        description="Unless `return_documents` is false: `{text}` for a string document, the object as sent for an "
+        "object document.",
+    )
 
 
 class Usage(BaseModel):
@@ -216,6 +220,7 @@ class Info(BaseModel):
     max_batch_size: int
     max_queued_pairs: int
     truncation: str
+    cache: dict[str, Any] | None = Field(description="Score cache configuration; null when it is off.")
     models: list[ServedModelInfo]
     state: str
 
