@@ -443,6 +443,9 @@ def main() -> None:
                         help=f"warm-up requests per server, not counted (default per shape: {DEFAULT_WARMUP})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the document stream")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="serve this model directory instead of the --shape fixture (e.g. the MiniLM stand-in "
+                        "from make_minilm_standin.py)")
     parser.add_argument("--port-base", type=int, default=None,
                         help="baseline on PORT_BASE, rerankd on PORT_BASE+1 (default: free ports)")
     parser.add_argument("--timeout", type=float, default=600, help="client timeout per request, seconds")
@@ -455,11 +458,12 @@ def main() -> None:
         args.warmup = DEFAULT_WARMUP[args.shape]
     if args.clients < 1 or args.requests < 1 or args.warmup < 0:
         parser.error("--clients and --requests must be at least 1, --warmup at least 0")
-    out_path = args.out or HERE / "results" / f"server-{args.shape}-c{args.clients}.json"
+    label = args.model_dir.name if args.model_dir else args.shape
+    out_path = args.out or HERE / "results" / f"server-{label}-c{args.clients}.json"
     command = shlex.join(["python", os.path.relpath(__file__, Path.cwd()), *sys.argv[1:]])
     started_all = time.perf_counter()
 
-    path = model_dir(args.shape)
+    path = args.model_dir.resolve() if args.model_dir else model_dir(args.shape)
     total = args.warmup + args.requests
     requests = build_requests(total, args.seed)
     # requests[:N] are the measured ones, so a seed and --requests N always measure the same N requests whatever
