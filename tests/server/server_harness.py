@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import httpx
+from helpers import LONG_EN, LONG_ZH, PAIRS  # noqa: F401  (re-exported for the tests here)
 from prometheus_client.parser import text_string_to_metric_families
 
 READY_TIMEOUT_S = 90.0
@@ -213,8 +214,6 @@ def assert_tei_error_body(response: httpx.Response, status: int) -> str:
 
 # Texts shared by the tests: English, Chinese, mixed scripts, an empty document and
 # long documents that need truncation at 512 tokens.
-LONG_EN = " ".join(f"Sentence {i} talks about bamboo forests, rivers and the mountains of Sichuan." for i in range(80))
-LONG_ZH = "大熊猫生活在四川的竹林里，每天花很多时间吃竹子。" * 60
 QUERY = "What do giant pandas eat?"
 DOCS = [
     "The giant panda's diet is over 99% bamboo.",
@@ -222,17 +221,6 @@ DOCS = [
     "大熊猫的食物中百分之九十九是竹子。",
     "ＡＢＣ１２３ full-width   text with   spaces, café naïve",
     "Red pandas also eat bamboo, plus fruit and insects.",
-]
-PAIRS = [
-    ("What do giant pandas eat?", "The giant panda's diet is over 99% bamboo."),
-    ("What do giant pandas eat?", "Panda Express is a fast-food chain."),
-    ("大熊猫主要吃什么？", "大熊猫的食物中百分之九十九是竹子。"),
-    ("大熊猫主要吃什么？", "熊猫电子是一家中国电子企业。"),
-    ("mixed 中文 and English", "ＡＢＣ１２３ full-width   text with   spaces, café naïve"),
-    ("empty document", ""),
-    ("a long English document", LONG_EN),
-    ("一篇很长的中文文档", LONG_ZH),
-    ("short", "x"),
 ]
 WORDS = "bamboo forest river mountain panda climbing tree eating leaves sleeping".split()
 
