@@ -66,6 +66,7 @@ class Reranker:
         revision: Hub revision (ignored for local directories).
         device: `auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`.
         dtype: `auto` (fp16 on CUDA, fp32 elsewhere), `fp32`, `fp16` or `bf16`.
+        backend: `torch`, `onnx` (a directory made by `rerankd export`), or `auto` (onnx for such a directory).
         max_length: Most tokens per pair; only the document is truncated to fit.
         query_max_length: Most tokens of the query (default: 3/4 of `max_length`).
         max_batch_tokens: Token budget of one model batch (rows x longest row); default 4096 on CPU, 32768 on GPU.
@@ -80,6 +81,7 @@ class Reranker:
         revision: str | None = None,
         device: str = "auto",
         dtype: str = "auto",
+        backend: str = "auto",
         max_length: int = 512,
         query_max_length: int | None = None,
         max_batch_tokens: int | None = None,
@@ -91,6 +93,7 @@ class Reranker:
             revision=revision,
             device=device,
             dtype=dtype,
+            backend=backend,
             max_length=max_length,
             query_max_length=query_max_length,
             max_batch_tokens=max_batch_tokens,

@@ -17,6 +17,7 @@ DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 TRUNCATION_MODES = ("truncate", "error")
+BACKENDS = ("auto", "torch", "onnx")
 # Measured in benchmarks/RESULTS.md (issue 2): on CPU, budgets of 1-4k tokens beat 8-16k by 20-30%.
 CPU_BATCH_TOKENS = 4096
 GPU_BATCH_TOKENS = 32768
@@ -40,6 +41,11 @@ class Settings:
     )
     dtype: str = field(
         default="auto", metadata=_flag("Weights precision; auto is fp16 on CUDA and fp32 elsewhere.", choices=DTYPES)
+    )
+    backend: str = field(
+        default="auto",
+        metadata=_flag("Runtime: torch, or onnx (ONNX Runtime, for directories made by `rerankd export`); auto "
+                       "picks onnx for a directory that holds only an ONNX export.", choices=BACKENDS),
     )
     max_length: int = field(
         default=512, metadata=_flag("Most tokens per (query, document) pair; only the document is cut to fit.")
@@ -129,6 +135,8 @@ class Settings:
             raise _invalid(f"cache_url must be a redis://, rediss:// or unix:// URL, got {self.cache_url!r}")
         if self.request_timeout <= 0 or self.drain_timeout < 0 or self.cache_timeout <= 0:
             raise _invalid("request_timeout and cache_timeout must be positive, and drain_timeout not negative")
+        if self.backend not in BACKENDS:
+            raise _invalid(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.truncation not in TRUNCATION_MODES:
             raise _invalid(f"truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
         if self.dtype not in DTYPES:

@@ -9,7 +9,7 @@ import click
 
 from rerankd import __version__
 from rerankd.cli.demo import demo
-from rerankd.cli.models import download, make_test_model
+from rerankd.cli.models import download, export, make_test_model
 from rerankd.cli.options import option
 from rerankd.cli.score import rerank_file, score
 from rerankd.cli.serve import serve
@@ -53,6 +53,7 @@ cli.add_command(demo)
 cli.add_command(serve)
 cli.add_command(download)
 cli.add_command(make_test_model)
+cli.add_command(export)
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from rerankd.cli.options import option
+from rerankd.cli.options import option, setting_options
 from rerankd.errors import ErrorKind, RerankdError
+from rerankd.settings import Settings
 
 # Files a torch or ONNX serving host never reads; skipping them keeps images small.
 _SKIP_PATTERNS = ["*.h5", "*.msgpack", "*.ot", "flax_model*", "tf_model*", "rust_model*", "coreml/*"]
@@ -50,3 +51,22 @@ def make_test_model(directory: Path, shape: str, arch: str, seed: int) -> None:
 
     path = build(directory, shape=shape, arch=arch, seed=seed)
     click.echo(f"wrote a random-weight {arch} test model ({shape} shape, seed {seed}) to {path}")
+
+
+@click.command()
+@option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+        help="Directory to write the ONNX model, tokenizer and config to.")
+@setting_options("model", "revision")
+def export(out_dir: Path, settings: Settings) -> None:
+    """Export a model to a self-contained ONNX directory for `--backend onnx`.
+
+    The classification head is kept; the export is checked against torch on a fixed set
+    of pairs before it is kept.
+    """
+    from rerankd.model.export import export_onnx
+
+    report = export_onnx(settings, out_dir)
+    click.echo(
+        f"wrote {report.path} ({report.bytes / 1e6:.1f} MB); max |logit difference| vs torch: "
+        f"{report.max_abs_logit_diff:.2e}"
+    )

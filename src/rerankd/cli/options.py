@@ -96,6 +96,7 @@ MODEL_SETTINGS = (
     "revision",
     "device",
     "dtype",
+    "backend",
     "max_length",
     "query_max_length",
     "max_batch_tokens",

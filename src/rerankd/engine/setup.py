@@ -10,6 +10,7 @@ from rerankd.engine.encoding import PairEncoder
 from rerankd.engine.scoring import BatchScorer
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model import LoadedModel, TorchBackend
+from rerankd.model.onnx_backend import OnnxBackend
 from rerankd.settings import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, Settings
 
 
@@ -29,8 +30,9 @@ def build_engine(settings: Settings, loaded: LoadedModel) -> Engine:
             f"max_length {settings.max_length} is more than {loaded.path} supports ({limit} tokens)",
         )
     encoder = PairEncoder(loaded.tokenizer, settings.max_length, settings.effective_query_max_length)
+    backend = OnnxBackend(loaded, settings.threads) if loaded.backend == "onnx" else TorchBackend(loaded)
     scorer = BatchScorer(
-        TorchBackend(loaded),
+        backend,
         pad_id=encoder.pad_id,
         with_token_types=encoder.with_token_types,
         max_batch_tokens=settings.max_batch_tokens

@@ -38,11 +38,12 @@ class LoadedModel:
     path: Path
     config: PretrainedConfig
     tokenizer: Any
-    model: torch.nn.Module
+    model: torch.nn.Module | None  # None for the ONNX backend, which loads its own session
     device: torch.device
     dtype: str
     load_seconds: float
     identity: str
+    backend: str = "torch"
 
     @property
     def fixture(self) -> dict[str, Any] | None:
@@ -122,6 +123,20 @@ def _load_config(source: str, local_dir: Path | None, revision: str | None) -> P
         ) from exc
 
 
+ONNX_FILE = "model.onnx"
+_TORCH_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def choose_backend(requested: str, local_dir: Path | None) -> str:
+    """`auto`: ONNX Runtime for a directory that holds only an ONNX export (`rerankd export`), torch otherwise."""
+    if requested != "auto":
+        return requested
+    if local_dir is not None and (local_dir / ONNX_FILE).is_file():
+        if not any((local_dir / name).is_file() for name in _TORCH_WEIGHTS):
+            return "onnx"
+    return "torch"
+
+
 def load_model(settings: Settings) -> LoadedModel:
     """Load, validate and place the model named by `settings.model`."""
     started = time.perf_counter()
@@ -130,6 +145,8 @@ def load_model(settings: Settings) -> LoadedModel:
     where = str(local_dir) if local_dir is not None else f"hub model {source!r}"
     config = _load_config(source, local_dir, settings.revision)
     check_is_reranker(config, where)
+    if choose_backend(settings.backend, local_dir) == "onnx":
+        return _load_onnx(settings, config, local_dir, where, started)
 
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
@@ -177,3 +194,34 @@ def _snapshot_dir(source: str, revision: str | None) -> Path | None:
     except OSError:
         return None
     return Path(found).parent if found else None
+
+
+def _load_onnx(
+    settings: Settings, config: PretrainedConfig, local_dir: Path | None, where: str, started: float
+) -> LoadedModel:
+    if local_dir is None or not (local_dir / ONNX_FILE).is_file():
+        raise RerankdError(
+            ErrorKind.MODEL_LOAD,
+            f"the onnx backend needs a directory with {ONNX_FILE}; {where} has none. Make one with "
+            f"`rerankd export --model {settings.model} --out DIR`",
+        )
+    device = resolve_device(settings.device)
+    if settings.dtype not in ("auto", "fp32"):
+        raise RerankdError(ErrorKind.UNSUPPORTED, f"the onnx backend runs the exported fp32 graph; got --dtype {settings.dtype}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(local_dir)
+    except (OSError, ValueError) as exc:
+        raise RerankdError(ErrorKind.MODEL_LOAD, f"cannot load the tokenizer in {where}: {exc}") from exc
+    return LoadedModel(
+        source=settings.model,
+        revision=None,
+        path=local_dir,
+        config=config,
+        tokenizer=tokenizer,
+        model=None,
+        device=device,
+        dtype="fp32",
+        load_seconds=time.perf_counter() - started,
+        identity=model_identity(settings.model, local_dir, None),
+        backend="onnx",
+    )

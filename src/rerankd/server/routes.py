@@ -283,6 +283,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         models = [
             ServedModelInfo(
                 name=m.name, source=m.loaded.source, revision=m.loaded.revision, model_type=m.loaded.model_type,
+                backend=m.batcher.scorer.backend.name,
                 device=str(m.loaded.device), dtype=m.loaded.dtype, max_input_length=m.settings.max_length,
                 is_fixture=m.loaded.fixture is not None,
             )

@@ -202,6 +202,7 @@ class ServedModelInfo(BaseModel):
     source: str
     revision: str | None
     model_type: str
+    backend: str
     device: str
     dtype: str
     max_input_length: int
