@@ -56,35 +56,36 @@ def serve(models: tuple[str, ...], settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=max(1, int(ABORT_GRACE_SECONDS)),
     )
-    DrainingServer(config, app.state.draining, app.state.in_flight, registry, settings.drain_timeout).run()
+    draining_server(config, app.state.draining, app.state.in_flight, registry, settings.drain_timeout).run()
 
 
-class DrainingServer:
-    """uvicorn's server, but the first SIGTERM/SIGINT drains before it stops accepting."""
+def draining_server(config, draining: asyncio.Event, in_flight, registry, drain_timeout: float):  # type: ignore[no-untyped-def]
+    """uvicorn's server, but the first SIGTERM/SIGINT drains before it stops accepting.
 
-    def __new__(cls, config, draining: asyncio.Event, in_flight, registry, drain_timeout: float):  # type: ignore[no-untyped-def]
-        import uvicorn
+    Built here, not at import, because uvicorn is only in the `server` extra.
+    """
+    import uvicorn
 
-        class _Server(uvicorn.Server):
-            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-                if draining.is_set():  # a second signal: stop now
-                    super().handle_exit(sig, frame)
-                    return
-                draining.set()
-                log.warning("%s: draining; %d request(s) in flight", signal.Signals(sig).name, in_flight.count)
-                asyncio.get_running_loop().create_task(self._drain(sig, frame))
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if draining.is_set():  # a second signal: stop now
+                super().handle_exit(sig, frame)
+                return
+            draining.set()
+            log.warning("%s: draining; %d request(s) in flight", signal.Signals(sig).name, in_flight.count)
+            asyncio.get_running_loop().create_task(self._drain())
 
-            async def _drain(self, sig: int, frame: FrameType | None) -> None:
-                try:
-                    await asyncio.wait_for(in_flight.idle.wait(), drain_timeout)
-                except TimeoutError:
-                    log.warning("drain deadline of %g s passed with %d request(s) in flight; answering them 503",
-                                drain_timeout, in_flight.count)
-                    registry.abort("the server shut down before this request finished (--drain-timeout); retry")
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(in_flight.idle.wait(), ABORT_GRACE_SECONDS)
-                # Not super().handle_exit: uvicorn would re-raise the signal and the process would exit -15
-                # after a clean drain.
-                self.should_exit = True
+        async def _drain(self) -> None:
+            try:
+                await asyncio.wait_for(in_flight.idle.wait(), drain_timeout)
+            except TimeoutError:
+                log.warning("drain deadline of %g s passed with %d request(s) in flight; answering them 503",
+                            drain_timeout, in_flight.count)
+                registry.abort("the server shut down before this request finished (--drain-timeout); retry")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(in_flight.idle.wait(), ABORT_GRACE_SECONDS)
+            # Not super().handle_exit: uvicorn would re-raise the signal and the process would exit -15
+            # after a clean drain.
+            self.should_exit = True
 
-        return _Server(config)
+    return DrainingServer(config)

@@ -19,7 +19,7 @@ import torch
 from rerankd.engine.batching import collate
 from rerankd.engine.setup import build_engine
 from rerankd.errors import ErrorKind, RerankdError
-from rerankd.model.loading import ONNX_FILE, load_model
+from rerankd.model.loading import ONNX_FILE, LoadedModel, load_model
 from rerankd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def export_onnx(settings: Settings, out_dir: Path) -> ExportReport:
         if (loaded.path / name).is_file():
             shutil.copy(loaded.path / name, out_dir / name)
 
-    diff = _parity(torch_settings, out_dir)
+    diff = _parity(torch_settings, loaded, out_dir)
     if diff > PARITY_TOLERANCE:
         raise RerankdError(
             ErrorKind.INFERENCE,
@@ -89,10 +89,11 @@ def export_onnx(settings: Settings, out_dir: Path) -> ExportReport:
     return ExportReport(out_dir, diff, size)
 
 
-def _parity(torch_settings: Settings, out_dir: Path) -> float:
+def _parity(torch_settings: Settings, loaded: LoadedModel, out_dir: Path) -> float:
+    """Largest logit difference between the torch model in hand and the written export."""
+    onnx_settings = torch_settings.with_changes(model=str(out_dir), backend="onnx")
     results = []
-    for settings in (torch_settings, torch_settings.with_changes(model=str(out_dir), backend="onnx")):
-        engine = build_engine(settings, load_model(settings))
+    for engine in (build_engine(torch_settings, loaded), build_engine(onnx_settings, load_model(onnx_settings))):
         pairs = engine.encoder.encode_pairs(_CHECK_PAIRS)
         batch = collate(pairs, engine.encoder.pad_id, engine.encoder.with_token_types)
         results.append(engine.scorer.backend.forward(batch))

@@ -125,14 +125,12 @@ class ServedModel:
         tokenize_seconds = time.perf_counter() - started
         self.metrics.tokenize_seconds.labels(self.name).observe(tokenize_seconds)
 
-        lengths = {k: (v.full_length, v.num_tokens) for k, v in zip(unique, found, strict=True) if v is not None}
-        lengths.update({keys[i]: (p.full_length, p.num_tokens) for i, p in zip(todo, pairs, strict=True)})
         # A cap the request asked for (max_tokens_per_doc, truncate_prompt_tokens) is truncation it accepted.
+        # Cached pairs need no check: the mode is part of their key, and "error" never stores a cut pair.
         if not truncate and max_length is None and max_document_tokens is None:
-            for i, key in enumerate(keys):
-                full, kept = lengths[key]
-                if full > kept:
-                    raise self._too_long(queries[i], i, full)
+            for i, pair in zip(todo, pairs, strict=True):
+                if pair.truncated:
+                    raise self._too_long(queries[i], i, pair.full_length)
         batched = await self.batcher.score(pairs)
         by_key = {k: v for k, v in zip(unique, found, strict=True) if v is not None}
         scored = [
@@ -154,7 +152,6 @@ class ServedModel:
             inference_seconds=batched.inference_seconds,
             cache_hits=len(unique) - len(todo),
         )
-
 
     def _too_long(self, query: str, index: int, full_length: int) -> RerankdError:
         query_tokens = len(self.encoder.token_ids([query])[0])
