@@ -62,13 +62,20 @@ class Settings:
     )
     max_batch_size: int = field(default=128, metadata=_flag("Most pairs in one model batch, whatever their length."))
     threads: int | None = field(
-        default=None, metadata=_flag("Intra-op threads for the model on CPU (default: the library's choice).")
+        default=None,
+        metadata=_flag("Intra-op threads for the model on CPU (default: the cores this process may use, divided "
+                       "by --workers)."),
     )
 
 
     # The HTTP server (`rerankd serve`).
     host: str = field(default="127.0.0.1", metadata=_flag("Address to listen on (0.0.0.0 in containers)."))
     port: int = field(default=8080, metadata=_flag("Port to listen on."))
+    workers: int = field(
+        default=1,
+        metadata=_flag("Server processes, each with its own copy of the model (CPU scale-up); the cores are "
+                       "shared out between them."),
+    )
     api_key: tuple[str, ...] = field(
         default=(),
         metadata=_flag("API key required as 'Authorization: Bearer KEY' on inference routes (repeatable).",
@@ -123,6 +130,8 @@ class Settings:
         for name in ("max_batch_tokens", "max_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise _invalid(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 1:
+            raise _invalid(f"workers must be at least 1, got {self.workers}")
         if self.threads is not None and self.threads < 1:
             raise _invalid(f"threads must be at least 1, got {self.threads}")
         if self.device not in DEVICES and not self.device.startswith(("cuda:", "mps:")):

@@ -11,6 +11,7 @@ from rerankd.engine.scoring import BatchScorer
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model import LoadedModel, TorchBackend
 from rerankd.model.onnx_backend import OnnxBackend
+from rerankd.model.threads import model_threads
 from rerankd.settings import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, Settings
 
 
@@ -21,8 +22,8 @@ class Engine:
 
 
 def build_engine(settings: Settings, loaded: LoadedModel) -> Engine:
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
+    if loaded.device.type == "cpu":
+        torch.set_num_threads(model_threads(settings.threads, settings.workers))
     limit = loaded.max_supported_length
     if settings.max_length > limit:
         raise RerankdError(
@@ -30,7 +31,7 @@ def build_engine(settings: Settings, loaded: LoadedModel) -> Engine:
             f"max_length {settings.max_length} is more than {loaded.path} supports ({limit} tokens)",
         )
     encoder = PairEncoder(loaded.tokenizer, settings.max_length, settings.effective_query_max_length)
-    backend = OnnxBackend(loaded, settings.threads) if loaded.backend == "onnx" else TorchBackend(loaded)
+    backend = OnnxBackend(loaded, model_threads(settings.threads, settings.workers)) if loaded.backend == "onnx" else TorchBackend(loaded)
     scorer = BatchScorer(
         backend,
         pad_id=encoder.pad_id,

@@ -11,7 +11,7 @@ from rerankd.model.loading import ONNX_FILE, LoadedModel
 class OnnxBackend:
     name = "onnx"
 
-    def __init__(self, loaded: LoadedModel, threads: int | None) -> None:
+    def __init__(self, loaded: LoadedModel, threads: int) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -20,8 +20,7 @@ class OnnxBackend:
             ) from exc
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads
         providers = ["CPUExecutionProvider"]
         if loaded.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
