@@ -446,6 +446,11 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="serve this model directory instead of the --shape fixture (e.g. the MiniLM stand-in "
                         "from make_minilm_standin.py)")
+    parser.add_argument("--serve-model", type=Path, default=None,
+                        help="directory rerankd serves instead (e.g. an ONNX export of the same model); FLOP counts "
+                        "still come from the torch model")
+    parser.add_argument("--serve-args", default="",
+                        help="extra arguments for `rerankd serve`, e.g. '--dtype int8' (issue 5's backend runs)")
     parser.add_argument("--port-base", type=int, default=None,
                         help="baseline on PORT_BASE, rerankd on PORT_BASE+1 (default: free ports)")
     parser.add_argument("--timeout", type=float, default=600, help="client timeout per request, seconds")
@@ -496,7 +501,9 @@ def main() -> None:
                                    "/v1/rerank", bodies_path, args, work)
                 raws["baseline"], results["baseline"] = raw, summarize(raw)
             port = args.port_base + 1 if args.port_base else _free_port()
-            cmd = [sys.executable, "-m", "rerankd.cli.main", "serve", "--model", str(path), "--port", str(port)]
+            cmd = [sys.executable, "-m", "rerankd.cli.main", "serve", "--model", str(args.serve_model or path),
+                   "--port", str(port),
+                   *shlex.split(args.serve_args)]
             raw = bench_server(servers, "rerankd", cmd, env, port, "/ready", "/v1/rerank", bodies_path, args, work)
             raws["rerankd"], results["rerankd"] = raw, summarize(raw)
         finally:

@@ -65,13 +65,15 @@ class Reranker:
         model: Hugging Face hub id or local directory of a one-label `*ForSequenceClassification` model.
         revision: Hub revision (ignored for local directories).
         device: `auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`.
-        dtype: `auto` (fp16 on CUDA, fp32 elsewhere), `fp32`, `fp16` or `bf16`.
+        dtype: `auto` (fp16 on CUDA, fp32 elsewhere), `fp32`, `fp16`, `bf16`, or `int8` (dynamic quantisation
+            on CPU, bitsandbytes on CUDA; refused if it ranks a reference set unlike fp32).
         backend: `torch`, `onnx` (a directory made by `rerankd export`), or `auto` (onnx for such a directory).
         max_length: Most tokens per pair; only the document is truncated to fit.
         query_max_length: Most tokens of the query (default: 3/4 of `max_length`).
         max_batch_tokens: Token budget of one model batch (rows x longest row); default 4096 on CPU, 32768 on GPU.
         max_batch_size: Most pairs in one model batch.
-        threads: Intra-op threads for torch on CPU (process-wide; default: torch's choice).
+        threads: Intra-op threads for the model on CPU (process-wide for torch; default: the cores this process
+            may use).
     """
 
     def __init__(

@@ -15,7 +15,7 @@ from rerankd.errors import ErrorKind, RerankdError
 
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("auto", "fp32", "fp16", "bf16")
+DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
 TRUNCATION_MODES = ("truncate", "error")
 BACKENDS = ("auto", "torch", "onnx")
 # Measured in benchmarks/RESULTS.md (issue 2): on CPU, budgets of 1-4k tokens beat 8-16k by 20-30%.
@@ -40,7 +40,8 @@ class Settings:
         default="auto", metadata=_flag("Where the model runs; auto picks cuda, then mps, then cpu.", choices=DEVICES)
     )
     dtype: str = field(
-        default="auto", metadata=_flag("Weights precision; auto is fp16 on CUDA and fp32 elsewhere.", choices=DTYPES)
+        default="auto", metadata=_flag("Weights precision; auto is fp16 on CUDA and fp32 elsewhere. int8: dynamic quantisation on "
+                       "CPU, bitsandbytes on CUDA; ONNX exports carry their own.", choices=DTYPES)
     )
     backend: str = field(
         default="auto",
@@ -119,6 +120,25 @@ class Settings:
     )
     json_logs: bool = field(default=False, metadata=_flag("Log one JSON line per request (id, sizes, timings)."))
 
+    # Ray Serve (`rerankd serve --ray`): the same app as autoscaled replicas, each with its own model and batcher.
+    ray: bool = field(
+        default=False,
+        metadata=_flag("Serve as a Ray Serve application: replicas autoscale, each reserves --threads CPUs "
+                       "(default 1) and a GPU with --device cuda."),
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata=_flag("Ray cluster to deploy to ('auto', HOST:PORT or ray://HOST:10001); default: start a local "
+                       "one.", metavar="ADDRESS"),
+    )
+    ray_min_replicas: int = field(default=1, metadata=_flag("Fewest Ray Serve replicas (0 scales to zero)."))
+    ray_max_replicas: int = field(default=1, metadata=_flag("Most Ray Serve replicas."))
+    ray_target_ongoing_requests: float = field(
+        default=8.0,
+        metadata=_flag("Requests in flight per replica that Ray's autoscaler aims at; a replica batches the "
+                       "requests it holds, so this is well above 1."),
+    )
+
     def __post_init__(self) -> None:
         if self.max_length < 8:
             raise _invalid(f"max_length must be at least 8, got {self.max_length}")
@@ -132,6 +152,13 @@ class Settings:
                 raise _invalid(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.workers < 1:
             raise _invalid(f"workers must be at least 1, got {self.workers}")
+        if self.ray and self.workers > 1:
+            raise _invalid("--ray and --workers are two ways to scale out; with Ray, use --ray-max-replicas")
+        if not 0 <= self.ray_min_replicas <= self.ray_max_replicas or self.ray_max_replicas < 1:
+            raise _invalid(f"Ray replicas need 0 <= min ({self.ray_min_replicas}) <= max ({self.ray_max_replicas}) "
+                           "and max >= 1")
+        if self.ray_target_ongoing_requests <= 0:
+            raise _invalid(f"ray_target_ongoing_requests must be positive, got {self.ray_target_ongoing_requests}")
         if self.threads is not None and self.threads < 1:
             raise _invalid(f"threads must be at least 1, got {self.threads}")
         if self.device not in DEVICES and not self.device.startswith(("cuda:", "mps:")):

@@ -37,6 +37,10 @@ def resolve_dtype(dtype: str, device: torch.device) -> str:
     """`auto` is fp16 on CUDA (the speed users expect there) and fp32 elsewhere."""
     if dtype == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
+    if dtype == "int8" and device.type not in ("cpu", "cuda"):
+        raise RerankdError(
+            ErrorKind.UNSUPPORTED, f"--dtype int8 runs on cpu (dynamic quantisation) or cuda (bitsandbytes), not {device}"
+        )
     if dtype in ("fp16", "bf16") and device.type == "cpu":
         log.warning(
             "%s on CPU runs, but usually several times slower than fp32 on CPUs without native half-precision "

@@ -1,31 +1,46 @@
 """`rerankd export`: a self-contained ONNX model directory (graph with its classification head, tokenizer, config).
 
-The export is checked before it is kept: a fixed set of pairs is scored by the
-torch model and by ONNX Runtime on the written file, and the largest logit
-difference is reported (and must be within `PARITY_TOLERANCE`).
+Stages: torch.onnx export (fp32), optionally ONNX Runtime's transformer graph
+fusions (`optimize`), optionally dynamic INT8 (`quantize`). Everything is built
+in a staging directory beside the target and checked there before it is moved
+in: an fp32 graph must match torch within `PARITY_TOLERANCE` on fixed pairs, an
+INT8 graph must pass the rank-correlation gate of `rerankd.model.quality`.
+Graphs over protobuf's 2 GB limit (the m3 shape in fp32) keep their weights in
+one external-data file beside model.onnx.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import shutil
+import tempfile
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rerankd.engine.batching import collate
-from rerankd.engine.setup import build_engine
+from rerankd.engine.setup import Engine, build_engine
 from rerankd.errors import ErrorKind, RerankdError
-from rerankd.model.loading import ONNX_FILE, LoadedModel, load_model
+from rerankd.model.loading import EXPORT_INFO_FILE, ONNX_DATA_FILE, ONNX_FILE, LoadedModel, load_model
+from rerankd.model.quality import MIN_SPEARMAN, compare, enforce, reference_pairs
 from rerankd.settings import Settings
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
+# ONNX Runtime's offline optimiser levels: 1 = transformer fusions (attention, LayerNorm, GELU) plus basic
+# graph rewrites, portable; 2 adds extended fusions; 99 adds layout changes tied to this machine's CPU.
+OPTIMIZE_LEVELS = (0, 1, 2, 99)
+# Protobuf can't serialise a message over 2 GiB; stay clear of it.
+_EXTERNAL_DATA_BYTES = 1_800_000_000
 # Everything a model directory holds besides weights; copied as is, because transformers 5 rewrites
 # tokenizer.json when it saves an XLM-R tokenizer.
 _COPIED = (
@@ -46,27 +61,77 @@ _CHECK_PAIRS = [
 
 
 @dataclass(frozen=True)
+class ExportInfo:
+    """What `rerankd export` made; written beside the graph as rerankd_export.json."""
+
+    source: str
+    dtype: str  # fp32 or int8
+    optimize: int
+    opset: int
+    max_abs_logit_diff: float  # against torch fp32 on the check pairs
+    spearman: float | None  # INT8 only: rank correlation with fp32 on the reference pairs
+
+
+@dataclass(frozen=True)
 class ExportReport:
     path: Path
-    max_abs_logit_diff: float
+    info: ExportInfo
     bytes: int
 
 
-def export_onnx(settings: Settings, out_dir: Path) -> ExportReport:
-    """Export `settings.model` (torch, fp32, CPU) to `out_dir`."""
+def export_onnx(
+    settings: Settings, out_dir: Path, *, optimize: int = 0, quantize: str | None = None, force: bool = False
+) -> ExportReport:
+    """Export `settings.model` (torch, fp32, CPU) to `out_dir`, optionally fused and INT8-quantised."""
+    if optimize not in OPTIMIZE_LEVELS:
+        raise RerankdError(ErrorKind.INVALID_INPUT, f"optimize must be one of {OPTIMIZE_LEVELS}, got {optimize}")
+    if quantize not in (None, "int8"):
+        raise RerankdError(ErrorKind.INVALID_INPUT, f"quantize must be int8 or nothing, got {quantize!r}")
     torch_settings = settings.with_changes(backend="torch", device="cpu", dtype="fp32")
     loaded = load_model(torch_settings)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        work = staging / "work"
+        work.mkdir()
+        graph = _torch_export(loaded, work)
+        if optimize:
+            graph = _optimize(graph, loaded, optimize)
+        if quantize:
+            graph = _quantize_int8(graph)
+        _save_graph(graph, staging)
+        shutil.rmtree(work)
+        for name in _COPIED:
+            if (loaded.path / name).is_file():
+                shutil.copy(loaded.path / name, staging / name)
+        info = _check(torch_settings, loaded, staging, settings.model, optimize, quantize, force)
+        (staging / EXPORT_INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
+        out_dir.mkdir(exist_ok=True)
+        (out_dir / ONNX_DATA_FILE).unlink(missing_ok=True)  # a previous export's weights must not linger
+        for file in staging.iterdir():
+            os.replace(file, out_dir / file.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    size = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())
+    return ExportReport(out_dir, info, size)
+
+
+def _torch_export(loaded: LoadedModel, work: Path) -> Path:
     assert loaded.model is not None
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in loaded.tokenizer.model_input_names]
     sample = {name: torch.ones((2, 8), dtype=torch.long) for name in names}
     axes = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    path = _stage_path(work, "exported")
+    # The eager attention graph (MatMul, Softmax) is the pattern ONNX Runtime's attention fusion knows;
+    # SDPA's exported form is not fused.
+    loaded.model.set_attn_implementation("eager")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # Over 2 GB the exporter writes one external file per tensor beside the graph; _save_graph gathers them.
         torch.onnx.export(
             loaded.model,
             (),
-            str(out_dir / ONNX_FILE),
+            str(path),
             kwargs=sample,
             input_names=names,
             output_names=["logits"],
@@ -74,27 +139,102 @@ def export_onnx(settings: Settings, out_dir: Path) -> ExportReport:
             opset_version=OPSET,
             dynamo=False,
         )
-    for name in _COPIED:
-        if (loaded.path / name).is_file():
-            shutil.copy(loaded.path / name, out_dir / name)
+    return path
 
-    diff = _parity(torch_settings, loaded, out_dir)
+
+def _stage_path(work: Path, stage: str) -> Path:
+    """Each stage's graph in a folder of its own, next to its external data files if it has any."""
+    (work / stage).mkdir()
+    return work / stage / ONNX_FILE
+
+
+def _large(graph: Path) -> bool:
+    return sum(p.stat().st_size for p in graph.parent.iterdir() if p.is_file()) > _EXTERNAL_DATA_BYTES
+
+
+def _optimize(graph: Path, loaded: LoadedModel, level: int) -> Path:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    config = loaded.config
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # BERT's fusion patterns cover the RoBERTa family too (same encoder layer).
+        model = optimize_model(str(graph), model_type="bert", num_heads=config.num_attention_heads,
+                               hidden_size=config.hidden_size, opt_level=level)
+    log.info("ONNX Runtime fusions: %s", {k: v for k, v in model.get_fused_operator_statistics().items() if v})
+    out = _stage_path(graph.parent.parent, "optimized")
+    model.save_model_to_file(str(out), use_external_data_format=_large(graph))
+    return out
+
+
+def _quantize_int8(graph: Path) -> Path:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = _stage_path(graph.parent.parent, "int8")
+    # Signed per-channel weights. ONNX's shape inference can't see through ORT's fused operators, so
+    # tensors it can't type are declared fp32 (all of them are, before quantisation).
+    with _without_preprocessing_advice():
+        quantize_dynamic(graph, out, weight_type=QuantType.QInt8, per_channel=True,
+                         use_external_data_format=_large(graph),
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return out
+
+
+class _DropPreprocessingAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """ORT's quantiser warns on the root logger to run its image-model pre-processing, which doesn't apply here."""
+    advice = _DropPreprocessingAdvice()
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+
+
+def _save_graph(graph: Path, staging: Path) -> None:
+    """model.onnx in `staging`, with its weights in one external file when the graph is too big for one."""
+    import onnx
+
+    if not _large(graph):
+        shutil.copy(graph, staging / ONNX_FILE)
+        return
+    model = onnx.load(str(graph), load_external_data=True)
+    onnx.save_model(model, str(staging / ONNX_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=ONNX_DATA_FILE, size_threshold=1024)
+
+
+def _check(
+    torch_settings: Settings, loaded: LoadedModel, staging: Path, source: str, optimize: int, quantize: str | None,
+    force: bool,
+) -> ExportInfo:
+    """Score the check pairs (fp32) or the reference pairs (INT8) with torch and with the staged graph."""
+    onnx_settings = torch_settings.with_changes(model=str(staging), backend="onnx", dtype="auto")
+    pairs = list(reference_pairs()) if quantize else _CHECK_PAIRS
+    reference, candidate = (
+        _logits(build_engine(s, model), pairs)
+        for s, model in ((torch_settings, loaded), (onnx_settings, load_model(onnx_settings)))
+    )
+    diff = float(np.max(np.abs(reference - candidate)))
+    if quantize:
+        report = compare(reference, candidate)
+        enforce(report, f"the INT8 ONNX export of {source}", MIN_SPEARMAN, force)
+        return ExportInfo(source, "int8", optimize, OPSET, diff, report.spearman)
     if diff > PARITY_TOLERANCE:
         raise RerankdError(
             ErrorKind.INFERENCE,
-            f"the ONNX export of {settings.model} differs from torch by {diff:.2e} in the logits "
+            f"the ONNX export of {source} differs from torch by {diff:.2e} in the logits "
             f"(more than {PARITY_TOLERANCE:g}); not using it",
         )
-    size = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())
-    return ExportReport(out_dir, diff, size)
+    return ExportInfo(source, "fp32", optimize, OPSET, diff, None)
 
 
-def _parity(torch_settings: Settings, loaded: LoadedModel, out_dir: Path) -> float:
-    """Largest logit difference between the torch model in hand and the written export."""
-    onnx_settings = torch_settings.with_changes(model=str(out_dir), backend="onnx")
-    results = []
-    for engine in (build_engine(torch_settings, loaded), build_engine(onnx_settings, load_model(onnx_settings))):
-        pairs = engine.encoder.encode_pairs(_CHECK_PAIRS)
-        batch = collate(pairs, engine.encoder.pad_id, engine.encoder.with_token_types)
-        results.append(engine.scorer.backend.forward(batch))
-    return float(np.max(np.abs(results[0] - results[1])))
+def _logits(engine: Engine, pairs: list[tuple[str, str]]) -> np.ndarray:
+    encoded = engine.encoder.encode_pairs(pairs)
+    return engine.scorer.backend.forward(collate(encoded, engine.encoder.pad_id, engine.encoder.with_token_types))

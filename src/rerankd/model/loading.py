@@ -6,6 +6,7 @@ the shared cache behave as users know them from transformers.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model.device import TORCH_DTYPES, resolve_device, resolve_dtype
 from rerankd.model.identity import model_identity
+from rerankd.model.quantize import bitsandbytes_8bit, quantize_dynamic_int8
 from rerankd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,8 @@ def _load_config(source: str, local_dir: Path | None, revision: str | None) -> P
 
 
 ONNX_FILE = "model.onnx"
+ONNX_DATA_FILE = "model.onnx.data"  # weights of graphs over protobuf's 2 GB limit
+EXPORT_INFO_FILE = "rerankd_export.json"
 _TORCH_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
@@ -152,10 +156,17 @@ def load_model(settings: Settings) -> LoadedModel:
     dtype = resolve_dtype(settings.dtype, device)
     location: str | Path = local_dir if local_dir is not None else source
     revision = None if local_dir is not None else settings.revision
+    # INT8 on CPU quantises the fp32 model after loading; on CUDA bitsandbytes quantises while loading
+    # and places the weights itself.
+    bnb_int8 = dtype == "int8" and device.type == "cuda"
+    placement = {"quantization_config": bitsandbytes_8bit(), "device_map": {"": device}} if bnb_int8 else {}
+    # The layers INT8 leaves alone (embeddings, LayerNorm) stay fp16 on CUDA and fp32 on CPU.
+    load_dtype = TORCH_DTYPES.get(dtype, torch.float16 if bnb_int8 else torch.float32)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            location, revision=revision, dtype=TORCH_DTYPES[dtype], output_loading_info=True
+            location, revision=revision, dtype=load_dtype, output_loading_info=True,
+            **placement,
         )
     except (OSError, ValueError) as exc:
         raise RerankdError(ErrorKind.MODEL_LOAD, f"cannot load {where}: {exc}") from exc
@@ -167,7 +178,11 @@ def load_model(settings: Settings) -> LoadedModel:
             f"{where} has no trained classification head (missing {', '.join(sorted(missing_head))}); "
             "it looks like a bare encoder saved under a classifier config, and would give random scores",
         )
-    model.to(device).eval()
+    if not bnb_int8:
+        model.to(device)
+    model.eval()
+    if dtype == "int8" and device.type == "cpu":
+        model = quantize_dynamic_int8(model, tokenizer, where)
     path = local_dir if local_dir is not None else _snapshot_dir(source, revision) or Path(source)
     seconds = time.perf_counter() - started
     log.info("loaded %s on %s (%s) in %.2f s", where, device, dtype, seconds)
@@ -206,8 +221,15 @@ def _load_onnx(
             f"`rerankd export --model {settings.model} --out DIR`",
         )
     device = resolve_device(settings.device)
-    if settings.dtype not in ("auto", "fp32"):
-        raise RerankdError(ErrorKind.UNSUPPORTED, f"the onnx backend runs the exported fp32 graph; got --dtype {settings.dtype}")
+    # The graph's precision was fixed at export; older exports without the info file are fp32.
+    info_file = local_dir / EXPORT_INFO_FILE
+    dtype = json.loads(info_file.read_text()).get("dtype", "fp32") if info_file.is_file() else "fp32"
+    if settings.dtype not in ("auto", dtype):
+        raise RerankdError(
+            ErrorKind.UNSUPPORTED,
+            f"{where} is an {dtype} ONNX export; the onnx backend runs it as exported, so pass --dtype auto or "
+            f"{dtype} (got --dtype {settings.dtype}), or export again with `rerankd export`",
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(local_dir)
     except (OSError, ValueError) as exc:
@@ -220,7 +242,7 @@ def _load_onnx(
         tokenizer=tokenizer,
         model=None,
         device=device,
-        dtype="fp32",
+        dtype=dtype,
         load_seconds=time.perf_counter() - started,
         identity=model_identity(settings.model, local_dir, None),
         backend="onnx",

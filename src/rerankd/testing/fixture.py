@@ -402,6 +402,30 @@ def _init_weights(model: Any, seed: int, head_prefixes: tuple[str, str]) -> None
         raise RuntimeError(f"parameters left uninitialised: {sorted(missing)}")
 
 
+# Linears whose input is a LayerNorm's output (the head's first Linear is added per architecture).
+_LAYERNORM_CONSUMERS = ("query", "key", "value", "intermediate.dense")
+OUTLIER_WEIGHT = 100.0
+
+
+def _inject_int8_outliers(model: Any, head_dense: str) -> None:
+    """Make the model quantise badly without changing what fp32 computes much.
+
+    Channel 0 of every LayerNorm output is pinned to 0, and the weights that read it are
+    set to OUTLIER_WEIGHT: in fp32 they multiply zeros, but they set the per-tensor INT8
+    scale, so every other weight rounds to 0 and INT8 scores come out constant.
+    """
+    import torch
+    from torch import nn
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, nn.LayerNorm) or "LayerNorm" in type(module).__name__:
+                module.weight[0] = 0.0
+                module.bias[0] = 0.0
+            elif isinstance(module, nn.Linear) and (name.endswith(_LAYERNORM_CONSUMERS) or name == head_dense):
+                module.weight[:, 0] = OUTLIER_WEIGHT
+
+
 def _no_init_weights() -> Any:
     try:  # transformers 5
         from transformers.initialization import no_init_weights
@@ -415,7 +439,7 @@ def _no_init_weights() -> Any:
     return no_init_weights()
 
 
-def _build_model(arch: str, shape: Shape, vocab_size: int, seed: int) -> Any:
+def _build_model(arch: str, shape: Shape, vocab_size: int, seed: int, int8_outliers: bool) -> Any:
     import torch
 
     common = {
@@ -455,6 +479,8 @@ def _build_model(arch: str, shape: Shape, vocab_size: int, seed: int) -> Any:
         model_cls = BertForSequenceClassification
         head = ("bert.pooler.dense", "classifier")
     config.rerankd_fixture = {"shape": shape.name, "arch": arch, "seed": seed, "note": _FIXTURE_NOTE}
+    if int8_outliers:
+        config.rerankd_fixture["int8_outliers"] = True
 
     torch.manual_seed(seed)
     # Skip the default (slow, CPU-dependent) init: every parameter is overwritten below.
@@ -462,6 +488,8 @@ def _build_model(arch: str, shape: Shape, vocab_size: int, seed: int) -> Any:
         model = model_cls(config)
     model = model.to(torch.float32)
     _init_weights(model, seed, head)
+    if int8_outliers:
+        _inject_int8_outliers(model, head[0])
     model.eval()
     return model
 
@@ -484,11 +512,14 @@ def make_test_model(
     shape: str = "tiny",
     arch: str = "xlm-roberta",
     seed: int = 0,
+    int8_outliers: bool = False,
 ) -> Path:
     """Write a random-weight cross-encoder (config, safetensors, tokenizer) to ``out_dir``.
 
     ``shape`` is one of :data:`SHAPES`, ``arch`` one of ``"xlm-roberta"`` or
-    ``"bert"``.  The files are a deterministic function of ``(shape, arch, seed)``.
+    ``"bert"``.  The files are a deterministic function of ``(shape, arch, seed,
+    int8_outliers)``. ``int8_outliers`` builds a model that INT8 quantisation ruins
+    (for tests of the quality gate).
     Returns ``out_dir`` as a :class:`~pathlib.Path`.
     """
     if shape not in SHAPES:
@@ -511,7 +542,7 @@ def make_test_model(
     if vocab_size < tok_vocab:
         raise RuntimeError(f"shape {shape!r} vocab_size {vocab_size} < tokenizer size {tok_vocab}")
 
-    model = _build_model(arch, spec, vocab_size, seed)
+    model = _build_model(arch, spec, vocab_size, seed, int8_outliers)
     _save_quietly(model, out)
     return out
 

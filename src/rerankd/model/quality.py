@@ -1,0 +1,88 @@
+"""The INT8 quality gate: a quantised model must rank a fixed reference set like its fp32 original.
+
+Dynamic INT8 can turn a cross-encoder's output to near noise (outlier activation
+channels blow up the per-tensor scale), and the scores still look like scores.
+So before an INT8 model is written or served, both models score the same pairs
+and the Spearman rank correlation of their logits must reach a bound.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from rerankd.errors import ErrorKind, RerankdError
+
+log = logging.getLogger(__name__)
+
+# Real rerankers quantised with dynamic INT8 keep 0.97-0.99 (see benchmarks/RESULTS.md, issue 5);
+# a broken quantisation lands near 0.
+MIN_SPEARMAN = 0.9
+_QUERIES = 6
+_DOCUMENTS_PER_QUERY = 6
+
+
+@cache
+def reference_pairs() -> tuple[tuple[str, str], ...]:
+    """36 fixed (query, document) pairs in English and Chinese, short so the gate stays cheap on big models."""
+    from rerankd.testing.fixture import corpus_lines
+
+    lines = corpus_lines()
+    step = len(lines) // (_QUERIES + _QUERIES * _DOCUMENTS_PER_QUERY)
+    picked = lines[::step]
+    queries = [" ".join(line.split()[:8]) if " " in line else line[:16] for line in picked[:_QUERIES]]
+    documents = picked[_QUERIES:]
+    return tuple(
+        (query, documents[q * _DOCUMENTS_PER_QUERY + d])
+        for q, query in enumerate(queries)
+        for d in range(_DOCUMENTS_PER_QUERY)
+    )
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (ties get their average rank)."""
+    ranks = [_average_ranks(np.asarray(x, dtype=np.float64)) for x in (a, b)]
+    if min(r.std() for r in ranks) == 0:
+        return 0.0
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(x[order])) + 1]
+    ends = np.r_[starts[1:], len(x)]
+    ranks = np.empty(len(x))
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end - 1) / 2
+    return ranks
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    spearman: float
+    max_abs_logit_diff: float
+    pairs: int
+
+    def __str__(self) -> str:
+        return (f"Spearman {self.spearman:.4f} against fp32 on {self.pairs} reference pairs "
+                f"(max |logit difference| {self.max_abs_logit_diff:.3g})")
+
+
+def compare(fp32: np.ndarray, quantised: np.ndarray) -> QualityReport:
+    return QualityReport(spearman(fp32, quantised), float(np.max(np.abs(fp32 - quantised))), len(fp32))
+
+
+def enforce(report: QualityReport, what: str, min_spearman: float, force: bool) -> None:
+    """Refuse a quantised model that ranks unlike its original, unless forced."""
+    if report.spearman >= min_spearman:
+        log.info("%s passes the INT8 quality gate: %s", what, report)
+        return
+    message = (f"{what} ranks unlike the fp32 model: {report}, below the bound of {min_spearman}. "
+               "INT8 would give near-random rankings with this model")
+    if force:
+        log.warning("%s; kept because it was forced", message)
+        return
+    raise RerankdError(ErrorKind.MODEL_LOAD, message + "; use fp32, or --force to keep it anyway")
