@@ -88,5 +88,6 @@ def pod(hf_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ima
     process.api_keys = secret["RERANKD_API_KEY"].split(",")  # type: ignore[attr-defined]
     try:
         yield process.start()
+        process.terminate(timeout=20)  # SIGTERM, forwarded by tini where it runs: the server drains and exits
     finally:
         process.kill()

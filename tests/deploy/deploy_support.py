@@ -10,6 +10,8 @@ compare this renderer with `kubectl kustomize`.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
 import importlib
 import json
@@ -405,6 +407,25 @@ def resolve_command(argv: list[str]) -> list[str]:
     return [*_program(argv[0]), *argv[1:]]
 
 
+def _descendants(pid: int) -> list[int]:
+    """Child processes, recursively (Linux /proc; empty elsewhere)."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [p for c in children for p in (c, *_descendants(c))]
+
+
+_RUNNING: list[ImageProcess] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """A safety net for interrupted runs: no server outlives the test process."""
+    for process in _RUNNING:
+        process.kill()
+
+
 class ImageProcess:
     """The image's ENTRYPOINT + CMD, run as a local process with the environment the image (and the
     orchestrator) would give it."""
@@ -423,7 +444,10 @@ class ImageProcess:
 
     def start(self, timeout: float = 90.0) -> ImageProcess:
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            # A session of its own: kill() takes down the process group as well as the children.
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            _RUNNING.append(self)
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
@@ -449,8 +473,17 @@ class ImageProcess:
         return self.proc.returncode
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        """SIGKILL to the process, its process group and its descendants: tini moves rerankd into a
+        process group of its own, and a SIGKILLed tini forwards nothing."""
+        if self.proc is None:
+            return
+        children = _descendants(self.proc.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
 
 
