@@ -199,15 +199,20 @@ def _without_preprocessing_advice() -> Iterator[None]:
 
 
 def _save_graph(graph: Path, staging: Path) -> None:
-    """model.onnx in `staging`, with its weights in one external file when the graph is too big for one."""
+    """model.onnx in `staging`: one file, or with its weights in one external file when too big for one."""
     import onnx
 
-    if not _large(graph):
+    large = _large(graph)
+    if not large and [p.name for p in graph.parent.iterdir()] == [graph.name]:
         shutil.copy(graph, staging / ONNX_FILE)
         return
+    # Gather the weights, wherever a stage put them (the exporter: one file per tensor), into one place.
     model = onnx.load(str(graph), load_external_data=True)
-    onnx.save_model(model, str(staging / ONNX_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=ONNX_DATA_FILE, size_threshold=1024)
+    if large:
+        onnx.save_model(model, str(staging / ONNX_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=ONNX_DATA_FILE, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(staging / ONNX_FILE))
 
 
 def _check(
