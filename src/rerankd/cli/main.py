@@ -40,7 +40,12 @@ def cli(log_level: str) -> None:
     (for example --max-batch-tokens as RERANKD_MAX_BATCH_TOKENS); a repeatable flag
     takes a comma-separated list there. Flags on the command line win.
     """
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_level)
+
+
+def configure_logging(level: str) -> None:
+    """Log lines on stderr at `level`; also run by each `serve --workers` process, which starts afresh."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # transformers 5 draws a "Loading weights" bar on every load; on a terminal that is noise.
     from transformers.utils import logging as hf_logging
 

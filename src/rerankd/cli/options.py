@@ -63,6 +63,11 @@ def _option_kwargs(annotation: Any, choices: tuple[str, ...] | None) -> dict[str
     return {"type": {int: click.INT, float: click.FLOAT, str: click.STRING}[annotation]}
 
 
+def settings_from_values(values: dict[str, Any]) -> Settings:
+    """`Settings` from parsed option values (click hands repeatable options over as lists or tuples)."""
+    return Settings(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()})
+
+
 def setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add one option per named `Settings` field; the command receives them as `settings=Settings(...)`."""
     hints = typing.get_type_hints(Settings)
@@ -71,9 +76,7 @@ def setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...,
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            values = {name: kwargs.pop(name) for name in names}
-            values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in values.items()}
-            return command(*args, settings=Settings(**values), **kwargs)
+            return command(*args, settings=settings_from_values({name: kwargs.pop(name) for name in names}), **kwargs)
 
         for name in reversed(names):
             f = by_name[name]

@@ -1,22 +1,24 @@
-"""`rerankd serve`: the HTTP server, with a graceful drain on SIGTERM."""
+"""`rerankd serve`: the HTTP server in one process, in N worker processes, or on Ray Serve; drains on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import signal
+import tempfile
+import threading
+from dataclasses import fields
 from types import FrameType
 
 import click
 
-from rerankd.cli.options import option, setting_options
+from rerankd.cli.options import env_name, option, setting_options, settings_from_values
+from rerankd.errors import ErrorKind, RerankdError
 from rerankd.settings import DEFAULT_MODEL, SETTING_NAMES, Settings
 
 log = logging.getLogger(__name__)
 
-# After the drain deadline, time for the 503s to reach their clients.
-ABORT_GRACE_SECONDS = 5.0
 SERVE_SETTINGS = tuple(name for name in SETTING_NAMES if name != "model")
 
 
@@ -37,25 +39,44 @@ def serve(models: tuple[str, ...], settings: Settings) -> None:
 
     /health answers at once; /ready turns 200 when every model is loaded and warm.
     On SIGTERM /ready turns 503, new requests get 503, and requests in flight get up
-    to --drain-timeout seconds to finish.
+    to --drain-timeout seconds to finish. --workers N runs N processes on one port,
+    each with its own model; --ray deploys the app to Ray Serve (docs/scaling.md).
     """
+    from rerankd.server.models import parse_model_specs
+
+    specs = parse_model_specs(models)  # fail here, not in N workers
+    if settings.ray:
+        _serve_on_ray(specs, settings)
+    elif settings.workers > 1:
+        _serve_workers(models, settings)
+    else:
+        _serve_one_process(specs, settings)
+
+
+def _uvicorn_options(settings: Settings) -> dict:
+    from rerankd.server.drain import ABORT_GRACE_SECONDS
+
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": logging.getLevelName(logging.getLogger().level).lower(),
+        "access_log": False,
+        # Our drain has already waited for the requests in flight; this is for the 503s to get out.
+        "timeout_graceful_shutdown": max(1, int(ABORT_GRACE_SECONDS)),
+    }
+
+
+def _serve_one_process(specs: list[tuple[str, str]], settings: Settings) -> None:
     import uvicorn
 
     from rerankd.server.app import create_app
     from rerankd.server.metrics import Metrics
-    from rerankd.server.models import ModelRegistry, parse_model_specs
+    from rerankd.server.models import ModelRegistry
 
     metrics = Metrics()
-    registry = ModelRegistry(settings, parse_model_specs(models), metrics)
+    registry = ModelRegistry(settings, specs, metrics)
     app = create_app(settings, registry, metrics)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=logging.getLevelName(logging.getLogger().level).lower(),
-        access_log=False,
-        timeout_graceful_shutdown=max(1, int(ABORT_GRACE_SECONDS)),
-    )
+    config = uvicorn.Config(app, **_uvicorn_options(settings))
     draining_server(config, app.state.draining, app.state.in_flight, registry, settings.drain_timeout).run()
 
 
@@ -65,6 +86,8 @@ def draining_server(config, draining: asyncio.Event, in_flight, registry, drain_
     Built here, not at import, because uvicorn is only in the `server` extra.
     """
     import uvicorn
+
+    from rerankd.server.drain import drain
 
     class DrainingServer(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -76,16 +99,98 @@ def draining_server(config, draining: asyncio.Event, in_flight, registry, drain_
             asyncio.get_running_loop().create_task(self._drain())
 
         async def _drain(self) -> None:
-            try:
-                await asyncio.wait_for(in_flight.idle.wait(), drain_timeout)
-            except TimeoutError:
-                log.warning("drain deadline of %g s passed with %d request(s) in flight; answering them 503",
-                            drain_timeout, in_flight.count)
-                registry.abort("the server shut down before this request finished (--drain-timeout); retry")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(in_flight.idle.wait(), ABORT_GRACE_SECONDS)
+            await drain(in_flight, registry, drain_timeout)
             # Not super().handle_exit: uvicorn would re-raise the signal and the process would exit -15
             # after a clean drain.
             self.should_exit = True
 
     return DrainingServer(config)
+
+
+# --- N worker processes ----------------------------------------------------------------------------
+
+
+def _serve_workers(models: tuple[str, ...], settings: Settings) -> None:
+    """uvicorn's supervisor with N spawned workers on one socket; each builds the app from the environment."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    export_settings(models, settings)
+    os.environ["RERANKD_LOG_LEVEL"] = logging.getLevelName(logging.getLogger().level).lower()
+    if settings_from_env() != (models, settings):
+        raise RerankdError(
+            ErrorKind.INVALID_INPUT,
+            "a setting does not survive the trip to the worker processes through the environment (a comma in "
+            "a repeatable value?); set it so that RERANKD_<NAME> reads back the same",
+        )
+    with tempfile.TemporaryDirectory(prefix="rerankd-metrics-") as metrics_dir:
+        # Fresh for every run: prometheus_client in each worker keeps its values there, /metrics adds them up.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        config = uvicorn.Config(
+            "rerankd.server.asgi:create_app_from_env", factory=True, workers=settings.workers,
+            **_uvicorn_options(settings),
+        )
+        # uvicorn.run(workers=N) without its wrapper, to see why the supervisor stopped: it also stops, and
+        # would exit 0, when a worker can't start (a model that doesn't load fails the same way in every one).
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()
+    if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
+        raise RerankdError(ErrorKind.MODEL_LOAD, "a worker process failed to start; its error is logged above")
+
+
+def export_settings(models: tuple[str, ...], settings: Settings) -> None:
+    """Write `models` and `settings` to this process's `RERANKD_*` variables, which the workers inherit."""
+    values = {"model": models, **{f.name: getattr(settings, f.name) for f in fields(settings) if f.name != "model"}}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(env_name(name), None)  # None is the default: an inherited value must not win
+        elif isinstance(value, bool):
+            os.environ[env_name(name)] = "1" if value else "0"
+        elif isinstance(value, tuple):
+            os.environ[env_name(name)] = ",".join(value)
+        else:
+            os.environ[env_name(name)] = str(value)
+
+
+def settings_from_env() -> tuple[tuple[str, ...], Settings]:
+    """What `rerankd serve` without flags would serve: `RERANKD_*` over the defaults, parsed by its own options."""
+    params = dict(serve.make_context("serve", []).params)
+    return tuple(params.pop("models")), settings_from_values(params)
+
+
+# --- Ray Serve -------------------------------------------------------------------------------------
+
+
+def _serve_on_ray(specs: list[tuple[str, str]], settings: Settings) -> None:
+    """Like `serve run`: deploy, stay in the foreground, and take the application down on SIGTERM/SIGINT."""
+    import ray
+    from ray import serve as ray_serve
+
+    from rerankd.server.ray_serve import APP_NAME, rerankd_application
+
+    local = settings.ray_address is None
+    if local:
+        # "local" starts a cluster of our own even where another one runs on this host; its dashboard
+        # would only cost start-up time.
+        ray.init(address="local", include_dashboard=False)
+    else:
+        ray.init(address=settings.ray_address)
+    try:
+        # After ray.init, which installs handlers of its own; a signal during the deployment stops us once
+        # it is done, through the same clean path.
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stop.set())
+        ray_serve.start(http_options={"host": settings.host, "port": settings.port})
+        ray_serve.run(rerankd_application(specs, settings), name=APP_NAME, route_prefix="/")
+        log.warning("serving on Ray at http://%s:%d (%s)", settings.host, settings.port,
+                    "local cluster" if local else settings.ray_address)
+        stop.wait()
+        log.warning("stopping: Ray Serve drains the replicas for up to %g s", settings.drain_timeout)
+        if local:
+            ray_serve.shutdown()
+        else:
+            ray_serve.delete(APP_NAME)  # the cluster and its other applications stay up
+    finally:
+        ray.shutdown()

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from rerankd import __version__
+from rerankd.server.drain import drain_before_exit
 from rerankd.server.errors import install_error_handlers
 from rerankd.server.metrics import Metrics
 from rerankd.server.middleware import InFlight, ServingMiddleware, access_log
@@ -49,14 +50,30 @@ def _json_access_log() -> None:
     access_log.propagate = False
 
 
-def create_app(settings: Settings, registry: ModelRegistry, metrics: Metrics) -> FastAPI:
-    """The rerankd HTTP app. Models load in the background after start-up; /ready says when they are warm."""
+def create_app(
+    settings: Settings,
+    registry: ModelRegistry,
+    metrics: Metrics,
+    *,
+    wait_for_models: bool = False,
+    drain_on_signal: bool = False,
+) -> FastAPI:
+    """The rerankd HTTP app. Models load in the background after start-up; /ready says when they are warm.
+
+    `wait_for_models` makes start-up wait for them instead: one of several worker processes
+    or Ray replicas then takes no request before it can score. `drain_on_signal` drains on
+    SIGTERM in front of a server this code doesn't own (see server/drain.py).
+    """
     draining = asyncio.Event()
     in_flight = InFlight()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(registry.start())
+        if wait_for_models:
+            await loading
+        if drain_on_signal:
+            drain_before_exit(draining, in_flight, registry, settings.drain_timeout)
         try:
             yield
         finally:

@@ -1,10 +1,20 @@
-"""Prometheus metrics, on a registry owned by one app (no process globals to patch in tests)."""
+"""Prometheus metrics, on a registry owned by one app (no process globals to patch in tests).
+
+With several server processes (`serve --workers`, gunicorn) prometheus_client's
+multiprocess mode is on: PROMETHEUS_MULTIPROC_DIR, set before the workers start,
+holds one file of values per process, and /metrics merges them, so counters and
+histograms are totals over the workers and the queue gauge sums the live ones.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from rerankd.engine import EncodedPair
 
@@ -13,9 +23,16 @@ _PAIRS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _TOKENS = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
 
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live\w+_(\d+)\.db")
+
+
 class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # prometheus_client chose its mode from this variable when it was imported; follow the same one.
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         r = self.registry
         self.requests = Counter(
             "rerankd_requests", "HTTP requests by route and status.", ["route", "status"], registry=r
@@ -43,7 +60,8 @@ class Metrics:
             buckets=_TOKENS, registry=r,
         )
         self.queue_pairs = Gauge(
-            "rerankd_queue_pairs", "Pairs queued or running in the model.", ["model"], registry=r
+            "rerankd_queue_pairs", "Pairs queued or running in the model.", ["model"], registry=r,
+            multiprocess_mode="livesum",
         )
         self.truncated_documents = Counter(
             "rerankd_truncated_documents", "Documents cut to fit max_length.", ["model"], registry=r
@@ -60,3 +78,31 @@ class Metrics:
         self.inference_seconds.labels(model).observe(seconds)
         self.batch_size.labels(model).observe(len(pairs))
         self.batch_tokens.labels(model).observe(len(pairs) * max(p.num_tokens for p in pairs))
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this process, or of every worker process in multiprocess mode."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        _forget_dead_processes(self.multiprocess_dir)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, self.multiprocess_dir)
+        return generate_latest(merged)
+
+
+def _forget_dead_processes(directory: str) -> None:
+    """Drop the live gauges of worker processes that are gone, crashed ones included.
+
+    uvicorn's supervisor has no hook for a worker's exit, so /metrics does the
+    bookkeeping (prometheus_client's mark_process_dead) for the processes it no longer finds.
+    """
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        match = _LIVE_GAUGE_FILE.fullmatch(path.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            mark_process_dead(pid, directory)
+        except PermissionError:  # alive, under another user
+            pass

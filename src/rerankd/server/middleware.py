@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -102,6 +103,7 @@ class ServingMiddleware:
             if self.json_logs:
                 line = {
                     "request_id": request_id,
+                    "pid": os.getpid(),  # which worker process served it, with --workers
                     "method": scope["method"],
                     "route": path,
                     "status": status,
