@@ -501,8 +501,8 @@ def main() -> None:
                                    "/v1/rerank", bodies_path, args, work)
                 raws["baseline"], results["baseline"] = raw, summarize(raw)
             port = args.port_base + 1 if args.port_base else _free_port()
-            cmd = [sys.executable, "-m", "rerankd.cli.main", "serve", "--model", str(args.serve_model or path),
-                   "--port", str(port),
+            served = (args.serve_model or path).resolve()
+            cmd = [sys.executable, "-m", "rerankd.cli.main", "serve", "--model", str(served), "--port", str(port),
                    *shlex.split(args.serve_args)]
             raw = bench_server(servers, "rerankd", cmd, env, port, "/ready", "/v1/rerank", bodies_path, args, work)
             raws["rerankd"], results["rerankd"] = raw, summarize(raw)

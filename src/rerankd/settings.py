@@ -40,13 +40,15 @@ class Settings:
         default="auto", metadata=_flag("Where the model runs; auto picks cuda, then mps, then cpu.", choices=DEVICES)
     )
     dtype: str = field(
-        default="auto", metadata=_flag("Weights precision; auto is fp16 on CUDA and fp32 elsewhere. int8: dynamic quantisation on "
-                       "CPU, bitsandbytes on CUDA; ONNX exports carry their own.", choices=DTYPES)
+        default="auto",
+        metadata=_flag("Weights precision; auto is fp16 on CUDA and fp32 elsewhere. int8: dynamic quantisation on "
+                       "CPU, bitsandbytes on CUDA; ONNX exports carry their own.", choices=DTYPES),
     )
     backend: str = field(
         default="auto",
         metadata=_flag("Runtime: torch, or onnx (ONNX Runtime, for directories made by `rerankd export`); auto "
-                       "picks onnx for a directory that holds only an ONNX export.", choices=BACKENDS),
+                       "picks onnx for a directory with an ONNX export when it holds no torch weights, or runs on "
+                       "the CPU in the export's precision (docs/backends.md).", choices=BACKENDS),
     )
     max_length: int = field(
         default=512, metadata=_flag("Most tokens per (query, document) pair; only the document is cut to fit.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -40,6 +41,15 @@ def test_onnx_scores_equal_torch_within_1e_4(export, onnx_dirs, reranker, bert_r
 def test_auto_picks_onnx_for_an_export_and_torch_otherwise(onnx_dirs, xlmr_dir):
     assert load_model(Settings(model=str(onnx_dirs["xlm-roberta"]))).backend == "onnx"
     assert load_model(Settings(model=str(xlmr_dir))).backend == "torch"
+
+
+def test_auto_with_torch_weights_beside_an_export_picks_onnx_on_cpu_in_its_precision(onnx_dirs, xlmr_dir, tmp_path):
+    both = tmp_path / "both"
+    shutil.copytree(xlmr_dir, both)
+    for name in ("model.onnx", "rerankd_export.json"):
+        shutil.copy(onnx_dirs["xlm-roberta"] / name, both / name)
+    assert load_model(Settings(model=str(both), device="cpu")).backend == "onnx"
+    assert load_model(Settings(model=str(both), device="cpu", dtype="int8")).backend == "torch"
 
 
 def test_onnx_backend_without_an_export_says_how_to_make_one(xlmr_dir):

@@ -339,6 +339,13 @@ def test_json_logs_carry_request_fields(guarded_by_env: ServerProcess) -> None:
     assert records["log-denied-1"]["status"] == 401
 
 
+def test_json_logs_make_every_log_line_json(guarded_by_env: ServerProcess) -> None:
+    lines = [line for line in guarded_by_env.logs().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # start-up, model loading and uvicorn's lines too
+    loading = [r for r in records if r.get("logger", "").startswith("rerankd") and r.get("level") == "INFO"]
+    assert loading and {"time", "level", "logger", "pid", "message"} <= set(loading[0])
+
+
 def test_json_logs_write_one_json_line_per_request(guarded: ServerProcess) -> None:
     with guarded.client() as c:
         response = c.post(

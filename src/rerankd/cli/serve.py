@@ -61,6 +61,8 @@ def _uvicorn_options(settings: Settings) -> dict:
         "port": settings.port,
         "log_level": logging.getLevelName(logging.getLogger().level).lower(),
         "access_log": False,
+        # With --json-logs uvicorn's own loggers go through the root logger's JSON formatter, not its text one.
+        **({"log_config": None} if settings.json_logs else {}),
         # Our drain has already waited for the requests in flight; this is for the 503s to get out.
         "timeout_graceful_shutdown": max(1, int(ABORT_GRACE_SECONDS)),
     }

@@ -131,14 +131,24 @@ EXPORT_INFO_FILE = "rerankd_export.json"
 _TORCH_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-def choose_backend(requested: str, local_dir: Path | None) -> str:
-    """`auto`: ONNX Runtime for a directory that holds only an ONNX export (`rerankd export`), torch otherwise."""
-    if requested != "auto":
-        return requested
-    if local_dir is not None and (local_dir / ONNX_FILE).is_file():
-        if not any((local_dir / name).is_file() for name in _TORCH_WEIGHTS):
-            return "onnx"
-    return "torch"
+def export_dtype(local_dir: Path) -> str:
+    """The precision an ONNX export was written in (exports older than the info file are fp32)."""
+    info_file = local_dir / EXPORT_INFO_FILE
+    return str(json.loads(info_file.read_text()).get("dtype", "fp32")) if info_file.is_file() else "fp32"
+
+
+def choose_backend(settings: Settings, local_dir: Path | None) -> str:
+    """`auto` follows benchmarks/RESULTS.md (issue 5): ONNX Runtime for a directory with an ONNX export, when it
+    holds nothing else or when the model runs on the CPU in the export's precision (there ONNX Runtime measured
+    as fast as torch or faster); torch otherwise, and always for GPUs and precisions the export doesn't have."""
+    if settings.backend != "auto":
+        return settings.backend
+    if local_dir is None or not (local_dir / ONNX_FILE).is_file():
+        return "torch"
+    if not any((local_dir / name).is_file() for name in _TORCH_WEIGHTS):
+        return "onnx"
+    on_cpu = resolve_device(settings.device).type == "cpu"
+    return "onnx" if on_cpu and settings.dtype in ("auto", export_dtype(local_dir)) else "torch"
 
 
 def load_model(settings: Settings) -> LoadedModel:
@@ -149,7 +159,7 @@ def load_model(settings: Settings) -> LoadedModel:
     where = str(local_dir) if local_dir is not None else f"hub model {source!r}"
     config = _load_config(source, local_dir, settings.revision)
     check_is_reranker(config, where)
-    if choose_backend(settings.backend, local_dir) == "onnx":
+    if choose_backend(settings, local_dir) == "onnx":
         return _load_onnx(settings, config, local_dir, where, started)
 
     device = resolve_device(settings.device)
@@ -221,9 +231,7 @@ def _load_onnx(
             f"`rerankd export --model {settings.model} --out DIR`",
         )
     device = resolve_device(settings.device)
-    # The graph's precision was fixed at export; older exports without the info file are fp32.
-    info_file = local_dir / EXPORT_INFO_FILE
-    dtype = json.loads(info_file.read_text()).get("dtype", "fp32") if info_file.is_file() else "fp32"
+    dtype = export_dtype(local_dir)  # fixed at export
     if settings.dtype not in ("auto", dtype):
         raise RerankdError(
             ErrorKind.UNSUPPORTED,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -39,8 +41,24 @@ def _swagger_assets() -> Path:
     return Path(fastapi_offline.__file__).parent / "static"
 
 
-def _json_access_log() -> None:
-    """Access lines go to stderr as bare JSON, whatever the log level of everything else."""
+class JsonLogFormatter(logging.Formatter):
+    """Every other log record as one JSON line too, so a collector needs no second parser."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def _json_logs() -> None:
+    """Access lines go to stderr as bare JSON whatever the log level; every other record as JSON as well."""
     if not any(getattr(h, "_rerankd_json", False) for h in access_log.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -48,6 +66,10 @@ def _json_access_log() -> None:
         access_log.addHandler(handler)
     access_log.setLevel(logging.INFO)
     access_log.propagate = False
+    formatter = JsonLogFormatter()
+    formatter.converter = time.gmtime
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
 
 
 def create_app(
@@ -110,7 +132,7 @@ def create_app(
         )
 
     if settings.json_logs:
-        _json_access_log()
+        _json_logs()
     if settings.cors_origin:
         app.add_middleware(
             CORSMiddleware,
