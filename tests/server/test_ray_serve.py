@@ -57,7 +57,9 @@ def test_deployment_options_follow_the_settings() -> None:
         "min_replicas": 0, "initial_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 6,
     }
     assert options["max_ongoing_requests"] == 12
-    assert options["ray_actor_options"] == {"num_cpus": 3, "num_gpus": 1}
+    assert options["ray_actor_options"] == {
+        "num_cpus": 3, "num_gpus": 1, "runtime_env": {"env_vars": {"RAYON_NUM_THREADS": "3"}}
+    }
     assert options["graceful_shutdown_timeout_s"] == 12
 
 

@@ -118,7 +118,12 @@ def _serve_workers(models: tuple[str, ...], settings: Settings) -> None:
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
+    from rerankd.model.threads import model_threads
+
     export_settings(models, settings)
+    # Each worker's Rust tokenizer (a rayon pool, one thread per core by default) gets the same share of the
+    # cores as its model instead of all of them.
+    os.environ.setdefault("RAYON_NUM_THREADS", str(model_threads(settings.threads, settings.workers)))
     os.environ["RERANKD_LOG_LEVEL"] = logging.getLevelName(logging.getLogger().level).lower()
     if settings_from_env() != (models, settings):
         raise RerankdError(

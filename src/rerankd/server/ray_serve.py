@@ -56,6 +56,8 @@ def deployment_options(settings: Settings) -> dict[str, Any]:
         "ray_actor_options": {
             "num_cpus": settings.threads or 1,
             "num_gpus": 1 if settings.device.startswith("cuda") else 0,
+            # Ray caps OMP threads at num_cpus; the Rust tokenizer's rayon pool would still take every core.
+            "runtime_env": {"env_vars": {"RAYON_NUM_THREADS": str(settings.threads or 1)}},
         },
         "graceful_shutdown_timeout_s": settings.drain_timeout,
     }
