@@ -164,11 +164,15 @@ def test_query_over_max_document_chars_is_413(lc: httpx.Client) -> None:
     assert "query" in assert_error_body(response, 413)
 
 
-def test_body_over_max_body_bytes_is_413(lc: httpx.Client) -> None:
+def test_body_over_max_body_bytes_is_413(limited: ServerProcess, lc: httpx.Client) -> None:
+    key = ("rerankd_requests_total", (("route", "/v2/rerank"), ("status", "413")))
+    before = limited.metrics().get(key, 0.0)
     body = b'{"query": "q", "documents": ["' + b"a" * MAX_BODY_BYTES + b'"]}'
-    response = lc.post("/rerank", content=body, headers={"content-type": "application/json"})
+    response = lc.post("/v2/rerank", content=body, headers={"content-type": "application/json"})
     message = assert_error_body(response, 413)
     assert str(MAX_BODY_BYTES) in message and "--max-body-bytes" in message
+    # Refused on its Content-Length before routing, and still counted under the route it was for.
+    wait_until(lambda: limited.metrics().get(key, 0.0) == before + 1, timeout=5, message="the 413 counted")
 
 
 def test_chunked_body_over_max_body_bytes_is_413(lc: httpx.Client) -> None:

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from server_harness import DOCS, QUERY, ServerProcess, assert_error_body, slow_documents, wait_until
+from server_harness import (
+    DOCS,
+    QUERY,
+    ServerProcess,
+    assert_error_body,
+    assert_tei_error_body,
+    slow_documents,
+    wait_until,
+)
 
 import rerankd
 
@@ -254,7 +262,7 @@ def test_api_keys_leave_probes_and_metrics_open(request: pytest.FixtureRequest, 
 def test_api_keys_guard_tei_requests_too(guarded: ServerProcess) -> None:
     with guarded.client() as c:
         response = c.post("/rerank", json={"query": QUERY, "texts": DOCS})
-        assert response.status_code == 401
+        assert "api key" in assert_tei_error_body(response, 401).lower()  # TEI's error shape for TEI clients
         ok = c.post("/rerank", json={"query": QUERY, "texts": DOCS}, headers={"Authorization": "Bearer k1"})
         assert ok.status_code == 200 and isinstance(ok.json(), list)
 

@@ -116,7 +116,8 @@ def create_app(
     app.state.draining = draining
     app.state.in_flight = in_flight
     install_error_handlers(app)
-    app.include_router(build_router(settings, registry, metrics, draining))
+    router = build_router(settings, registry, metrics, draining)
+    app.include_router(router)
 
     # Swagger UI from files we ship, so /docs works on air-gapped hosts.
     app.mount("/docs-assets", StaticFiles(directory=_swagger_assets()), name="docs-assets")
@@ -146,5 +147,6 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         json_logs=settings.json_logs,
         in_flight=in_flight,
+        route_paths=frozenset(route.path for route in router.routes),
     )
     return app

@@ -38,13 +38,27 @@ class InFlight:
 
 class ServingMiddleware:
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, json_logs: bool, in_flight: InFlight
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        json_logs: bool,
+        in_flight: InFlight,
+        route_paths: frozenset[str],
     ) -> None:
         self.app = app
+        self.route_paths = route_paths
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.json_logs = json_logs
         self.in_flight = in_flight
+
+    def _route_template(self, scope: Scope) -> str:
+        """The route a request was for, also when it was refused before routing (Content-Length over the limit)."""
+        route = scope.get("route")
+        if route is not None:
+            return str(route.path)
+        return scope["path"] if scope["path"] in self.route_paths else "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,8 +109,7 @@ class ServingMiddleware:
                 )(scope, receive, tagged_send)
         finally:
             self.in_flight.leave()
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = self._route_template(scope)
             seconds = time.perf_counter() - started
             self.metrics.requests.labels(path, str(status)).inc()
             self.metrics.request_seconds.labels(path).observe(seconds)

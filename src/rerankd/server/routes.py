@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import math
 import time
 import uuid
@@ -120,6 +121,14 @@ def _invalid_field(loc: tuple, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": "value_error"}])
 
 
+async def _is_tei_body(request: Request) -> bool:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "texts" in body
+
+
 def _effective_max_length(truncate_prompt_tokens: int | None) -> int | None:
     return truncate_prompt_tokens if truncate_prompt_tokens and truncate_prompt_tokens > 0 else None
 
@@ -128,10 +137,12 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
     router = APIRouter()
     keys = [k.encode() for k in settings.api_key]
 
-    def guard(request: Request) -> None:
+    async def guard(request: Request) -> None:
         if keys:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), k) for k in keys):
+                if await _is_tei_body(request):  # TEI clients get TEI's error shape, as for every other error
+                    request.state.dialect = "tei"
                 raise HTTPException(
                     401, "missing or wrong API key; send 'Authorization: Bearer KEY'",
                     headers={"WWW-Authenticate": "Bearer"},
