@@ -69,3 +69,13 @@ class RedisServer:
             self.process.kill()
             self.process.wait(10)
             self.process = None
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, message: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"{message} not reached within {timeout} s")

@@ -4,7 +4,6 @@ real (the CUDA image's ENV on the CPU, a real redis-server standing in for the `
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from deploy_support import (
     load_yaml_docs,
     serve_settings_from_env,
 )
-from helpers import RedisServer
+from helpers import RedisServer, wait_until
 
 from rerankd.settings import Settings
 
@@ -35,13 +34,6 @@ PINNED_TAG = re.compile(r"^[\w./-]+:v?\d+\.\d+\.\d+[\w.-]*$")
 def compose() -> dict[str, Any]:
     (doc,) = load_yaml_docs(COMPOSE)
     return doc
-
-
-def wait_until(predicate: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.05)
 
 
 def _seconds(value: str) -> float:
@@ -112,7 +104,7 @@ def test_the_rerankd_service_runs_with_redis_and_drains_on_sigterm(
             first = httpx.post(process.url + "/v1/rerank", json=body, timeout=30)
             assert first.status_code == 200 and first.headers["x-cache-hits"] == "0"
             store = redis.Redis.from_url(server.url)
-            wait_until(lambda: store.dbsize() == 2, "both scores written to the shared cache")
+            wait_until(lambda: store.dbsize() == 2, timeout=10, message="both scores written to the shared cache")
             assert process.terminate(timeout=30) == 0
             assert "draining" in process.logs()
         finally:

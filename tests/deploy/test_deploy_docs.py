@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from deploy_support import DEPLOY_DOC, ENV_NAME, REPO, ImageProcess, deploy_files
+from helpers import wait_until
 
 from rerankd.settings import SETTING_NAMES
 
@@ -45,7 +46,13 @@ def test_documented_log_line_has_the_fields_the_server_writes(pod: ImageProcess)
         timeout=30,
     )
     assert answer.status_code == 200
-    lines = [json.loads(line) for line in pod.logs().splitlines() if request_id in line and line.startswith("{")]
+
+    def logged() -> list[dict]:
+        return [json.loads(line) for line in pod.logs().splitlines() if request_id in line and line.startswith("{")]
+
+    # The access line is written once the response is out: poll for it.
+    wait_until(lambda: bool(logged()), timeout=10, message="the request's access log line")
+    lines = logged()
     assert len(lines) == 1
     real = lines[0]
     assert list(real) == list(documented)

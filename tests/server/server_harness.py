@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import httpx
-from helpers import LONG_EN, LONG_ZH, PAIRS  # noqa: F401  (re-exported for the tests here)
+from helpers import LONG_EN, LONG_ZH, PAIRS, wait_until  # noqa: F401  (re-exported for the tests here)
 from prometheus_client.parser import text_string_to_metric_families
 
 READY_TIMEOUT_S = 90.0
@@ -179,13 +179,6 @@ class ServerProcess:
         return sum(v for (name, _), v in self.metrics().items() if name == "rerankd_queue_pairs")
 
 
-def wait_until(predicate, timeout: float, interval: float = POLL_S, message: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"{message} not reached within {timeout} s")
 
 
 def assert_error_body(response: httpx.Response, status: int) -> str:
