@@ -120,7 +120,10 @@ class Settings:
     cache_timeout: float = field(
         default=0.25, metadata=_flag("Seconds to wait on Redis before scoring without it.")
     )
-    json_logs: bool = field(default=False, metadata=_flag("Log one JSON line per request (id, sizes, timings)."))
+    json_logs: bool = field(
+        default=False,
+        metadata=_flag("Log as JSON lines: one per request (id, sizes, timings), and every other record too."),
+    )
 
     # Ray Serve (`rerankd serve --ray`): the same app as autoscaled replicas, each with its own model and batcher.
     ray: bool = field(

@@ -22,8 +22,9 @@ class Engine:
 
 
 def build_engine(settings: Settings, loaded: LoadedModel) -> Engine:
+    threads = model_threads(settings.threads, settings.workers)
     if loaded.device.type == "cpu":
-        torch.set_num_threads(model_threads(settings.threads, settings.workers))
+        torch.set_num_threads(threads)
     limit = loaded.max_supported_length
     if settings.max_length > limit:
         raise RerankdError(
@@ -31,7 +32,7 @@ def build_engine(settings: Settings, loaded: LoadedModel) -> Engine:
             f"max_length {settings.max_length} is more than {loaded.path} supports ({limit} tokens)",
         )
     encoder = PairEncoder(loaded.tokenizer, settings.max_length, settings.effective_query_max_length)
-    backend = OnnxBackend(loaded, model_threads(settings.threads, settings.workers)) if loaded.backend == "onnx" else TorchBackend(loaded)
+    backend = OnnxBackend(loaded, threads) if loaded.backend == "onnx" else TorchBackend(loaded)
     scorer = BatchScorer(
         backend,
         pad_id=encoder.pad_id,
