@@ -100,11 +100,28 @@ class Settings:
         default=200_000, metadata=_flag("Most characters in one document or query, checked before tokenizing (413).")
     )
     max_body_bytes: int = field(default=32 * 1024 * 1024, metadata=_flag("Largest request body in bytes (413)."))
+    max_concurrent_requests: int = field(
+        default=512,
+        metadata=_flag("Most requests admitted at once (tokenizing, queued or in the model); more get 429 at once, "
+                       "before any work is spent on them. TEI's name and default."),
+    )
+    max_queue_wait: float = field(
+        default=10.0,
+        metadata=_flag("Seconds of work that may be queued ahead of a new request, at the measured throughput; "
+                       "past that it gets 429 with a Retry-After computed from the queue (docs/reliability.md)."),
+    )
     max_queued_pairs: int = field(
-        default=16384, metadata=_flag("Most pairs waiting for the model across requests; more get 429.")
+        default=16384,
+        metadata=_flag("Most pairs queued for the model across requests; a request that would pass it gets 429, "
+                       "one with more pairs than this on its own gets 413."),
     )
     request_timeout: float = field(
         default=120.0, metadata=_flag("Seconds a request may wait for its scores before it gets 503.")
+    )
+    stall_timeout: float = field(
+        default=300.0,
+        metadata=_flag("Seconds the model may go without finishing a batch while work is queued before /health "
+                       "answers 503, so that an orchestrator restarts a hung process."),
     )
     drain_timeout: float = field(
         default=30.0, metadata=_flag("Seconds SIGTERM waits for requests in flight before the server exits.")
@@ -169,13 +186,18 @@ class Settings:
         if self.device not in DEVICES and not self.device.startswith(("cuda:", "mps:")):
             raise _invalid(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
         for name in ("max_documents", "max_document_chars", "max_body_bytes", "max_queued_pairs", "cache_size",
-                     "cache_ttl"):
+                     "cache_ttl", "max_concurrent_requests"):
             if getattr(self, name) < 1:
                 raise _invalid(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.cache_url is not None and not self.cache_url.startswith(("redis://", "rediss://", "unix://")):
             raise _invalid(f"cache_url must be a redis://, rediss:// or unix:// URL, got {self.cache_url!r}")
-        if self.request_timeout <= 0 or self.drain_timeout < 0 or self.cache_timeout <= 0:
-            raise _invalid("request_timeout and cache_timeout must be positive, and drain_timeout not negative")
+        if self.request_timeout <= 0 or self.drain_timeout < 0 or self.cache_timeout <= 0 or self.stall_timeout <= 0:
+            raise _invalid("request_timeout, cache_timeout and stall_timeout must be positive, and drain_timeout not "
+                           "negative")
+        if not 0 < self.max_queue_wait < self.request_timeout:
+            # A request admitted behind more work than it may wait for would time out after using the model.
+            raise _invalid(f"max_queue_wait must be positive and below request_timeout ({self.request_timeout:g} s), "
+                           f"got {self.max_queue_wait:g}")
         if self.backend not in BACKENDS:
             raise _invalid(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.truncation not in TRUNCATION_MODES:
