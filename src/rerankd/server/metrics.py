@@ -79,6 +79,14 @@ class Metrics:
         self.batch_size.labels(model).observe(len(pairs))
         self.batch_tokens.labels(model).observe(len(pairs) * max(p.num_tokens for p in pairs))
 
+    # rerankd.telemetry.CacheMetrics
+    def cache_lookup(self, layer: str, hits: int, misses: int) -> None:
+        self.cache_hits.labels(layer).inc(hits)
+        self.cache_misses.labels(layer).inc(misses)
+
+    def cache_error(self, layer: str, operation: str) -> None:
+        self.cache_errors.labels(layer, operation).inc()
+
     def exposition(self) -> bytes:
         """The Prometheus text of this process, or of every worker process in multiprocess mode."""
         if self.multiprocess_dir is None:
