@@ -27,7 +27,7 @@ from bench_batching import _cpu_name, model_dir
 from workload import QUERY, mixed_documents
 
 from rerankd import Reranker, Settings
-from rerankd.model.export import export_onnx
+from rerankd.export import export_onnx
 from rerankd.model.quality import spearman
 
 HERE = Path(__file__).resolve().parent

@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from rerankd import Settings
-    from rerankd.model.export import export_onnx
+    from rerankd.export import export_onnx
     from rerankd.testing import make_test_model
 
     model = HERE / ".models" / "m3"

@@ -6,7 +6,7 @@ slice of a seeded document stream (no document repeats, so a score cache
 can't help). C clients run a closed loop (each sends its
 next request when the previous one is answered) until a fixed number of
 requests is done; a few warm-up requests per server come first and are not
-counted. The load generator runs in its own process (asyncio + httpx, no torch),
+counted. The load generator runs in its own process (asyncio + httpx via rerankd.bench, no model),
 so the servers get the CPU. The servers run one after the other, never together:
 
 - baseline: benchmarks/baseline_app.py under uvicorn defaults (sync handler, pad to
@@ -28,7 +28,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import shlex
 import signal
 import socket
@@ -37,6 +36,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rerankd.bench import Outcome
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -55,55 +58,32 @@ CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vn
 
 async def _closed_loop(url: str, bodies: list[bytes], clients: int, timeout: float) -> dict:
     """Send every body with `clients` concurrent closed-loop clients; per-request latency and outcome."""
-    import httpx
+    from rerankd.bench import closed_loop
 
-    outcomes: list[dict | None] = [None] * len(bodies)
-    next_index = 0
-    headers = {"content-type": "application/json"}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+    phase = await closed_loop(url, bodies, clients, timeout=timeout)
+    return {"wall_seconds": phase.wall_seconds, "outcomes": [_outcome_record(o) for o in phase.outcomes]}
 
-        async def one_client() -> None:
-            nonlocal next_index
-            while next_index < len(bodies):
-                i = next_index
-                next_index += 1
-                sent = time.perf_counter()
-                outcome: dict = {"sent": sent - started}
-                try:
-                    response = await client.post(url, content=bodies[i], headers=headers)
-                    outcome["latency"] = time.perf_counter() - sent
-                    outcome["status"] = response.status_code
-                    if response.status_code != 200:
-                        outcome["error"] = f"HTTP {response.status_code}: {response.text[:300]}"
-                    else:
-                        data = response.json()
-                        results = data.get("results") if isinstance(data, dict) else None
-                        if not isinstance(results, list) or len(results) != DOCS_PER_REQUEST:
-                            outcome["error"] = f"HTTP 200 but not {DOCS_PER_REQUEST} results: {response.text[:300]}"
-                        elif isinstance(data.get("usage"), dict):
-                            outcome["tokens"] = data["usage"].get("total_tokens")
-                except Exception as exc:  # noqa: BLE001 - every failure is an error to count
-                    outcome["latency"] = time.perf_counter() - sent
-                    outcome["status"] = None
-                    outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
-                outcomes[i] = outcome
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(min(clients, len(bodies)))))
-        wall = time.perf_counter() - started
-    return {"wall_seconds": wall, "outcomes": outcomes}
+def _outcome_record(o: Outcome) -> dict:
+    """This benchmark's record of one request: anything but 200 with all 32 results is an error."""
+    record: dict = {"sent": o.sent, "latency": o.latency, "status": o.status}
+    if o.status is None:
+        record["error"] = o.error
+    elif o.status != 200:
+        record["error"] = f"HTTP {o.status}: {o.error}"
+    elif o.results != DOCS_PER_REQUEST:
+        record["error"] = f"HTTP 200 but not {DOCS_PER_REQUEST} results: {o.error or o.results}"
+    elif o.tokens is not None:
+        record["tokens"] = o.tokens
+    return record
 
 
 async def _scrape(url: str | None) -> str | None:
     if not url:
         return None
-    import httpx
+    from rerankd.bench import scrape
 
-    async with httpx.AsyncClient(timeout=30) as client:
-        response = await client.get(url)
-        response.raise_for_status()
-        return response.text
+    return await scrape(url)
 
 
 def loadgen_main(spec_path: str, out_path: str) -> None:
@@ -247,14 +227,10 @@ def bench_server(servers: Servers, name: str, cmd: list[str], env: dict[str, str
 # --------------------------------------------------------------------------- figures
 
 def _percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    """Linear interpolation between closest ranks (numpy's default); bench_cache.py imports it from here."""
+    from rerankd.bench import percentile
+
+    return percentile(values, q)
 
 
 def summarize(raw: dict) -> dict:
@@ -287,16 +263,6 @@ def summarize(raw: dict) -> dict:
         "command": raw["command"],
         "server_info": raw.get("server_info"),
     }
-
-
-def _metric_sums(text: str | None) -> dict[str, float]:
-    sums: dict[str, float] = {}
-    for line in (text or "").splitlines():
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(\S+)$", line)
-        if m:
-            with contextlib.suppress(ValueError):
-                sums[m.group(1)] = sums.get(m.group(1), 0.0) + float(m.group(2))
-    return sums
 
 
 def model_costs(model_dir: Path, requests: list[tuple[str, list[str]]]) -> dict:
@@ -520,7 +486,9 @@ def main() -> None:
     ours_flops = sum(flops_per_request[i] for i in ok_idx)
     ours_tokens = sum(sum(tokens[i]) for i in ok_idx)
     served_tokens = [o.get("tokens") for o in outcomes if "error" not in o]
-    before, after = _metric_sums(raw.get("metrics_before")), _metric_sums(raw.get("metrics_after"))
+    from rerankd.bench import metric_sums
+
+    before, after = metric_sums(raw.get("metrics_before")), metric_sums(raw.get("metrics_after"))
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     model_seconds = delta.get("rerankd_inference_duration_seconds_sum")
     flops = {

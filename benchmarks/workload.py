@@ -16,7 +16,7 @@ QUERY = "How do giant pandas survive on a diet of bamboo in the mountains?"
 
 
 def _words() -> list[str]:
-    text = (resources.files("rerankd.testing") / "corpus" / "en.txt").read_text(encoding="utf-8")
+    text = (resources.files("rerankd.corpus") / "en.txt").read_text(encoding="utf-8")
     return re.findall(r"\S+", text)
 
 

@@ -22,6 +22,12 @@ def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mini_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The mini shape (6 x 384): for tests that need a model far slower than its tokenizer on any CPU."""
+    return make_test_model(tmp_path_factory.mktemp("xlmr-mini"), shape="mini", arch="xlm-roberta", seed=0)
+
+
+@pytest.fixture(scope="session")
 def reranker(xlmr_dir: Path) -> Reranker:
     return Reranker(str(xlmr_dir), device="cpu")
 

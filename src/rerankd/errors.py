@@ -25,10 +25,12 @@ class ErrorKind(str, enum.Enum):
 class RerankdError(Exception):
     """A failure with a message that says what to fix."""
 
-    def __init__(self, kind: ErrorKind, message: str) -> None:
+    def __init__(self, kind: ErrorKind, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        # Seconds after which a retry may succeed (overload), for HTTP's Retry-After.
+        self.retry_after = retry_after
 
     def __repr__(self) -> str:
         return f"RerankdError({self.kind.value!r}, {self.message!r})"

@@ -3,11 +3,17 @@
 Precedence is defaults < environment (`RERANKD_<FLAG_IN_UPPER_SNAKE>`) < CLI
 flags. The CLI builds its options from the field metadata below, so a flag,
 its environment variable and its help text can't drift apart. Library users
-pass the same names as keyword arguments.
+pass the same names as keyword arguments. The environment is read here, by one
+parser, for the CLI and for the server processes that start without one
+(`serve --workers`, gunicorn, Ray Serve replicas).
 """
 
 from __future__ import annotations
 
+import os
+import types
+import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -107,8 +113,9 @@ class Settings:
     )
     max_queue_wait: float = field(
         default=10.0,
-        metadata=_flag("Seconds of work that may be queued ahead of a new request, at the measured throughput; "
-                       "past that it gets 429 with a Retry-After computed from the queue (docs/reliability.md)."),
+        metadata=_flag("Seconds of work that may be queued ahead of a new request, at the measured throughput "
+                       "(at most --request-timeout); past that it gets 429 with a Retry-After computed from the "
+                       "queue (docs/reliability.md)."),
     )
     max_queued_pairs: int = field(
         default=16384,
@@ -142,7 +149,7 @@ class Settings:
         metadata=_flag("Log as JSON lines: one per request (id, sizes, timings), and every other record too."),
     )
 
-    # Ray Serve (`rerankd serve --ray`): the same app as autoscaled replicas, each with its own model and batcher.
+    # Ray Serve (`rerankd serve --ray`): the same app as autoscaled replicas, each with its own model and scheduler.
     ray: bool = field(
         default=False,
         metadata=_flag("Serve as a Ray Serve application: replicas autoscale, each reserves --threads CPUs "
@@ -194,16 +201,20 @@ class Settings:
         if self.request_timeout <= 0 or self.drain_timeout < 0 or self.cache_timeout <= 0 or self.stall_timeout <= 0:
             raise _invalid("request_timeout, cache_timeout and stall_timeout must be positive, and drain_timeout not "
                            "negative")
-        if not 0 < self.max_queue_wait < self.request_timeout:
-            # A request admitted behind more work than it may wait for would time out after using the model.
-            raise _invalid(f"max_queue_wait must be positive and below request_timeout ({self.request_timeout:g} s), "
-                           f"got {self.max_queue_wait:g}")
+        if self.max_queue_wait <= 0:
+            raise _invalid(f"max_queue_wait must be positive, got {self.max_queue_wait:g}")
         if self.backend not in BACKENDS:
             raise _invalid(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.truncation not in TRUNCATION_MODES:
             raise _invalid(f"truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
         if self.dtype not in DTYPES:
             raise _invalid(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    @property
+    def queue_wait_limit(self) -> float:
+        """--max-queue-wait, never past --request-timeout: a request admitted behind more work than it may
+        wait for would time out after using the model."""
+        return min(self.max_queue_wait, self.request_timeout)
 
     @property
     def effective_query_max_length(self) -> int:
@@ -215,7 +226,80 @@ class Settings:
 
 
 SETTING_NAMES = tuple(f.name for f in fields(Settings))
+# `rerankd serve` takes a list of models (RERANKD_MODEL, or --model repeated) instead of the `model` field.
+SERVE_SETTINGS = tuple(name for name in SETTING_NAMES if name != "model")
 
 
 def _invalid(message: str) -> RerankdError:
     return RerankdError(ErrorKind.INVALID_INPUT, message)
+
+
+# --- the environment: RERANKD_<FIELD> ------------------------------------------------------------------
+
+ENV_PREFIX = "RERANKD_"
+# The spellings click's BOOL accepts, so a flag reads from the environment as it did when click parsed it.
+_BOOLEANS = {
+    "1": True, "true": True, "t": True, "yes": True, "y": True, "on": True,
+    "0": False, "false": False, "f": False, "no": False, "n": False, "off": False,
+}
+_FIELD_TYPES = typing.get_type_hints(Settings)
+
+
+def env_name(name: str) -> str:
+    """The variable of a setting or flag: `max_batch_tokens` or `--max-batch-tokens` -> `RERANKD_MAX_BATCH_TOKENS`."""
+    return ENV_PREFIX + name.lstrip("-").replace("-", "_").upper()
+
+
+def env_list(raw: str) -> tuple[str, ...]:
+    """A comma-separated list from the environment: parts stripped, empty parts dropped."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def parse_env_value(name: str, raw: str) -> Any:
+    """`raw`, the text of `RERANKD_<NAME>`, as a value of the Settings field `name`.
+
+    A tuple field is a comma-separated list (see `env_list`), `X | None` reads as `X`
+    (an unset variable is the None). Choices and ranges are left to `Settings` itself.
+
+    Raises:
+        RerankdError: INVALID_INPUT, naming the variable, when `raw` is not of the field's type.
+    """
+    kind = _FIELD_TYPES[name]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    if typing.get_origin(kind) is tuple:
+        return env_list(raw)
+    if kind is bool:
+        value = _BOOLEANS.get(raw.strip().lower())
+        if value is None:
+            raise _invalid(f"{env_name(name)} must be one of {', '.join(_BOOLEANS)}, got {raw!r}")
+        return value
+    if kind is str:
+        return raw
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            raise _invalid(
+                f"{env_name(name)} must be {'an integer' if kind is int else 'a number'}, got {raw!r}"
+            ) from None
+    raise TypeError(f"no rule to read Settings.{name} ({kind}) from the environment")
+
+
+def values_from_env(names: Iterable[str] = SETTING_NAMES, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The fields among `names` whose `RERANKD_*` variable is set, converted; an empty variable counts as unset."""
+    environ = os.environ if environ is None else environ
+    return {name: parse_env_value(name, environ[env_name(name)]) for name in names if environ.get(env_name(name))}
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> tuple[tuple[str, ...], Settings]:
+    """What `rerankd serve` without flags serves: `(models, settings)` from `RERANKD_*` over the defaults.
+
+    The models are RERANKD_MODEL as a comma-separated list of `[NAME=]ID|DIR` (default: DEFAULT_MODEL);
+    `settings.model` keeps its default, since serve names its models in that list. This is how the
+    processes started without the CLI (`serve --workers`, gunicorn, Ray Serve) get their settings.
+    """
+    environ = os.environ if environ is None else environ
+    raw_models = environ.get(env_name("model"))
+    models = env_list(raw_models) if raw_models else (DEFAULT_MODEL,)
+    return models, Settings(**values_from_env(SERVE_SETTINGS, environ))

@@ -1,4 +1,8 @@
-"""The in-process LRU, and Redis for real: hits, TTL expiry, failure as a miss, recovery."""
+"""The in-process LRU, and Redis for real: hits, TTL expiry, failure as a miss, recovery.
+
+The cache reports through `rerankd.telemetry.CacheMetrics`; the server's Prometheus `Metrics` implements it,
+so the Redis tests count through that.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import time
 
 from rerankd.cache import CachedScore, LayeredCache, MemoryCache, RedisCache
 from rerankd.server.metrics import Metrics
+from rerankd.telemetry import NO_METRICS
 
 
 def run(coro):
@@ -24,7 +29,7 @@ def test_values_round_trip_and_report_truncation():
 
 
 def test_memory_cache_is_a_bounded_lru():
-    cache = MemoryCache(2, Metrics())
+    cache = MemoryCache(2, NO_METRICS)
 
     async def scenario():
         await cache.set_many([(b"a", CachedScore(1.0, 3, 3)), (b"b", CachedScore(2.0, 3, 3))])
@@ -34,6 +39,32 @@ def test_memory_cache_is_a_bounded_lru():
 
     a, b, c = run(scenario())
     assert a is not None and b is None and c is not None and len(cache) == 2
+
+
+class RecordingMetrics:
+    """A `CacheMetrics` that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.lookups: list[tuple[str, int, int]] = []
+        self.errors: list[tuple[str, str]] = []
+
+    def cache_lookup(self, layer: str, hits: int, misses: int) -> None:
+        self.lookups.append((layer, hits, misses))
+
+    def cache_error(self, layer: str, operation: str) -> None:
+        self.errors.append((layer, operation))
+
+
+def test_memory_cache_reports_hits_and_misses_through_the_metrics_protocol():
+    metrics = RecordingMetrics()
+    cache = MemoryCache(10, metrics)
+
+    async def scenario():
+        await cache.set_many([(b"a", CachedScore(1.0, 3, 3))])
+        await cache.get_many([b"a", b"b", b"c"])
+
+    run(scenario())
+    assert metrics.lookups == [("memory", 1, 2)] and metrics.errors == []
 
 
 def test_redis_miss_then_hit(redis_server):
@@ -55,7 +86,7 @@ def test_redis_miss_then_hit(redis_server):
 
 def test_redis_entries_expire_after_the_ttl(redis_server):
     async def scenario():
-        cache = RedisCache(redis_server.url, ttl_seconds=1, timeout_seconds=1.0, metrics=Metrics())
+        cache = RedisCache(redis_server.url, ttl_seconds=1, timeout_seconds=1.0, metrics=NO_METRICS)
         await cache.set_many([(b"k", CachedScore(1.0, 5, 5))])
         fresh = await cache.get_many([b"k"])
         await asyncio.sleep(1.5)

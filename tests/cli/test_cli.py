@@ -8,13 +8,15 @@ import os
 import re
 import subprocess
 import sys
+from unittest import mock
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from rerankd.cli.main import cli
-from rerankd.cli.options import option
+from rerankd.cli.options import option, settings_from_values
+from rerankd.settings import settings_from_env
 
 
 @pytest.fixture
@@ -116,6 +118,23 @@ def test_every_flag_also_comes_from_the_environment(xlmr_dir):
     result = runner.invoke(cli, ["score", "--max-length", "4", "q", "d"], env={**env, "RERANKD_MAX_LENGTH": "64"})
     assert "max_length must be at least 8" in result.stderr  # the flag wins over the environment
     assert "RERANKD_MAX_BATCH_TOKENS" in runner.invoke(cli, ["score", "--help"]).output
+
+
+def test_serve_reads_the_environment_as_its_worker_processes_do():
+    env = {"RERANKD_MODEL": "a=/m/a, /m/b", "RERANKD_WORKERS": "2", "RERANKD_NO_CACHE": "Off",
+           "RERANKD_JSON_LOGS": "y", "RERANKD_API_KEY": "k1, k2,", "RERANKD_MAX_BATCH_TOKENS": "2048",
+           "RERANKD_REQUEST_TIMEOUT": "30", "RERANKD_TRUNCATION": "error", "RERANKD_CACHE_URL": "redis://r/0"}
+    serve = cli.commands["serve"]
+    with mock.patch.dict(os.environ, env, clear=True):
+        params = dict(serve.make_context("serve", []).params)
+        from_cli = tuple(params.pop("models")), settings_from_values(params)
+        assert from_cli == settings_from_env()
+    assert from_cli[0] == ("a=/m/a", "/m/b") and from_cli[1].api_key == ("k1", "k2") and from_cli[1].json_logs
+
+
+def test_a_bad_setting_in_the_environment_names_its_variable(xlmr_dir):
+    result = CliRunner().invoke(cli, ["score", "--model", str(xlmr_dir), "q", "d"], env={"RERANKD_MAX_LENGTH": "long"})
+    assert result.exit_code == 1 and "RERANKD_MAX_LENGTH must be an integer, got 'long'" in result.stderr
 
 
 def test_repeatable_flags_take_a_comma_separated_list_from_the_environment():

@@ -105,7 +105,7 @@ def test_copied_files_exist_and_are_in_the_build_context(dockerfile: Dockerfile)
     # Everything the wheel is built from is sent, bytecode caches are not.
     package_files = [p.relative_to(REPO).as_posix() for p in (REPO / "src").rglob("*") if p.is_file()]
     wanted = [p for p in package_files if "__pycache__" not in p and ".egg-info" not in p]
-    assert "src/rerankd/cli/serve.py" in wanted and any(p.startswith("src/rerankd/testing/corpus/") for p in wanted)
+    assert "src/rerankd/cli/serve.py" in wanted and any(p.startswith("src/rerankd/corpus/") for p in wanted)
     assert [p for p in wanted if ignore.excluded(p)] == []
 
 

@@ -11,8 +11,8 @@ from helpers import PAIRS
 
 from rerankd import RerankdError, Reranker, Settings
 from rerankd.cli.main import cli
+from rerankd.export import export_onnx
 from rerankd.model import load_model
-from rerankd.model.export import export_onnx
 from rerankd.model.quality import MIN_SPEARMAN, reference_pairs, spearman
 from rerankd.model.quantize import bitsandbytes_8bit
 from rerankd.testing import make_test_model

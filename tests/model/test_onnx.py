@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from helpers import PAIRS
 
 from rerankd import RerankdError, Reranker, Settings
+from rerankd import export as export_module
 from rerankd.cli.main import cli
-from rerankd.model import export as export_module
+from rerankd.export import export_onnx
 from rerankd.model import load_model
-from rerankd.model.export import export_onnx
 
 
 @pytest.fixture(scope="module")

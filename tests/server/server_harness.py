@@ -24,6 +24,10 @@ import httpx
 from helpers import LONG_EN, LONG_ZH, PAIRS, wait_until  # noqa: F401  (re-exported for the tests here)
 from prometheus_client.parser import text_string_to_metric_families
 
+# Admission limits under which several big requests queue at once on any machine, however slow or busy:
+# for tests that need work queued behind other work.
+PATIENT = ("--max-queue-wait", "600", "--request-timeout", "600")
+
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 15.0
 POLL_S = 0.05

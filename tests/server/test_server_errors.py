@@ -197,21 +197,21 @@ def test_chunked_body_under_max_body_bytes_is_served(lc: httpx.Client) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_queued_pairs_over_max_queued_pairs_is_429_with_retry_after(lc: httpx.Client) -> None:
+def test_more_pairs_than_the_queue_holds_is_413_saying_how_to_split(lc: httpx.Client) -> None:
+    # An idle server refuses it too: it can never fit, so a retry would never help.
     response = lc.post("/rerank", json={"query": QUERY, "documents": DOCS[: MAX_QUEUED_PAIRS + 1]})
-    message = assert_error_body(response, 429)
-    assert str(MAX_QUEUED_PAIRS) in message
-    assert int(response.headers["retry-after"]) >= 1
+    message = assert_error_body(response, 413)
+    assert "--max-queued-pairs" in message and f"at most {MAX_QUEUED_PAIRS} documents" in message
+    assert "retry-after" not in response.headers
     ok = lc.post("/rerank", json={"query": QUERY, "documents": DOCS[:MAX_QUEUED_PAIRS]})
     assert ok.status_code == 200, ok.text
 
 
-def test_429_on_score_and_tei_too(lc: httpx.Client) -> None:
+def test_413_for_too_many_pairs_on_score_and_tei_too(lc: httpx.Client) -> None:
     response = lc.post("/score", json={"text_1": QUERY, "text_2": DOCS[: MAX_QUEUED_PAIRS + 1]})
-    assert_error_body(response, 429)
-    assert "retry-after" in response.headers
+    assert "--max-queued-pairs" in assert_error_body(response, 413)
     response = lc.post("/rerank", json={"query": QUERY, "texts": DOCS[: MAX_QUEUED_PAIRS + 1]})
-    assert_tei_error_body(response, 429)
+    assert "--max-queued-pairs" in assert_tei_error_body(response, 413)
 
 
 # --- truncation off ------------------------------------------------------------------------------

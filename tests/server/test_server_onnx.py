@@ -6,7 +6,7 @@ import pytest
 from server_harness import DOCS, QUERY
 
 from rerankd import Settings
-from rerankd.model.export import export_onnx
+from rerankd.export import export_onnx
 
 
 def test_serving_an_onnx_export_matches_the_torch_library(start_server, xlmr_dir, reranker, tmp_path):

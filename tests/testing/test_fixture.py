@@ -17,7 +17,6 @@ transformers = pytest.importorskip("transformers")
 spm = pytest.importorskip("sentencepiece")
 
 from rerankd.testing import SHAPES, Shape, make_test_model
-from rerankd.testing.fixture import corpus_lines
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -106,13 +105,6 @@ def test_bad_arguments(tmp_path: Path) -> None:
         make_test_model(tmp_path, shape="huge")
     with pytest.raises(ValueError, match="arch"):
         make_test_model(tmp_path, arch="gpt2")
-
-
-def test_corpus_is_package_data() -> None:
-    lines = corpus_lines()
-    text = "\n".join(lines)
-    assert len(text.encode("utf-8")) > 40_000
-    assert "沸点" in text and "ＡＢＣ" in text and "Café" in text
 
 
 # --------------------------------------------------------------------------- determinism

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from typing import NamedTuple, Protocol
 
-from rerankd.server.metrics import Metrics
+from rerankd.telemetry import CacheMetrics
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ScoreCache(Protocol):
 class MemoryCache:
     """A bounded LRU; used from the event loop only, so it needs no lock."""
 
-    def __init__(self, max_entries: int, metrics: Metrics) -> None:
+    def __init__(self, max_entries: int, metrics: CacheMetrics) -> None:
         self.max_entries = max_entries
         self.metrics = metrics
         self._entries: OrderedDict[bytes, CachedScore] = OrderedDict()
@@ -71,8 +71,7 @@ class MemoryCache:
                 self._entries.move_to_end(key)
             found.append(value)
         hits = sum(v is not None for v in found)
-        self.metrics.cache_hits.labels("memory").inc(hits)
-        self.metrics.cache_misses.labels("memory").inc(len(keys) - hits)
+        self.metrics.cache_lookup("memory", hits, len(keys) - hits)
         return found
 
     async def set_many(self, items: list[tuple[bytes, CachedScore]]) -> None:
@@ -89,7 +88,7 @@ class MemoryCache:
 class RedisCache:
     """Redis through redis-py's asyncio client: one pipelined MGET per request, SETs with a TTL."""
 
-    def __init__(self, url: str, ttl_seconds: int, timeout_seconds: float, metrics: Metrics) -> None:
+    def __init__(self, url: str, ttl_seconds: int, timeout_seconds: float, metrics: CacheMetrics) -> None:
         import redis.asyncio as redis
 
         self.ttl_seconds = ttl_seconds
@@ -103,7 +102,7 @@ class RedisCache:
                             "timeout_seconds": timeout_seconds}
 
     def _failed(self, operation: str, exc: BaseException) -> None:
-        self.metrics.cache_errors.labels("redis", operation).inc()
+        self.metrics.cache_error("redis", operation)
         now = time.monotonic()
         if now - self._last_warning >= WARN_EVERY_SECONDS:
             self._last_warning = now
@@ -119,8 +118,7 @@ class RedisCache:
             return [None] * len(keys)
         found = [CachedScore.unpack(v) if v is not None and len(v) == _VALUE.size else None for v in raw]
         hits = sum(v is not None for v in found)
-        self.metrics.cache_hits.labels("redis").inc(hits)
-        self.metrics.cache_misses.labels("redis").inc(len(keys) - hits)
+        self.metrics.cache_lookup("redis", hits, len(keys) - hits)
         return found
 
     async def set_many(self, items: list[tuple[bytes, CachedScore]]) -> None:
@@ -169,7 +167,7 @@ class LayeredCache:
 
 
 def build_cache(
-    enabled: bool, size: int, url: str | None, ttl_seconds: int, timeout_seconds: float, metrics: Metrics
+    enabled: bool, size: int, url: str | None, ttl_seconds: int, timeout_seconds: float, metrics: CacheMetrics
 ) -> ScoreCache | None:
     if not enabled:
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import click
@@ -14,6 +13,7 @@ from rerankd.cli.options import option
 from rerankd.cli.score import rerank_file, score
 from rerankd.cli.serve import serve
 from rerankd.errors import RerankdError
+from rerankd.logs import configure_logging
 
 
 class _Group(click.Group):
@@ -41,15 +41,6 @@ def cli(log_level: str) -> None:
     takes a comma-separated list there. Flags on the command line win.
     """
     configure_logging(log_level)
-
-
-def configure_logging(level: str) -> None:
-    """Log lines on stderr at `level`; also run by each `serve --workers` process, which starts afresh."""
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # transformers 5 draws a "Loading weights" bar on every load; on a terminal that is noise.
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 cli.add_command(score)

@@ -73,7 +73,7 @@ def export(out_dir: Path, optimize: str, quantize: str | None, force: bool, sett
     checked against torch on fixed pairs (max |logit difference| at most 1e-4) and an INT8
     export must rank fixed reference pairs like the fp32 model.
     """
-    from rerankd.model.export import export_onnx
+    from rerankd.export import export_onnx
 
     report = export_onnx(settings, out_dir, optimize=int(optimize), quantize=quantize, force=force)
     info = report.info

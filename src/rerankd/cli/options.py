@@ -3,7 +3,9 @@
 Every flag `--some-flag` can also be set as `RERANKD_SOME_FLAG`; a repeatable
 flag takes a comma-separated list there. Flags given on the command line win.
 Options for `Settings` fields are generated from the field metadata, so the
-help text lives in one place.
+help text lives in one place, and their environment values go through
+`rerankd.settings.parse_env_value`, the parser that the server processes started
+without the CLI (workers, gunicorn, Ray Serve replicas) use as well.
 """
 
 from __future__ import annotations
@@ -17,14 +19,7 @@ from typing import Any
 
 import click
 
-from rerankd.settings import Settings
-
-ENV_PREFIX = "RERANKD_"
-
-
-def env_name(flag: str) -> str:
-    """`--max-batch-tokens` -> `RERANKD_MAX_BATCH_TOKENS`."""
-    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+from rerankd.settings import Settings, env_list, env_name, parse_env_value
 
 
 class EnvOption(click.Option):
@@ -38,12 +33,23 @@ class EnvOption(click.Option):
         self.show_envvar = True
 
     def value_from_envvar(self, ctx: click.Context) -> Any:
-        raw = self.resolve_envvar_value(ctx)
-        if raw is None:
-            return None
-        if self.multiple:
-            return [part.strip() for part in raw.split(",") if part.strip()]
-        return raw
+        raw = self.resolve_envvar_value(ctx)  # None when unset or empty
+        return None if raw is None else self.parse_env(raw)
+
+    def parse_env(self, raw: str) -> Any:
+        """The generic rule: a repeatable option takes a comma-separated list, any other the text for its type."""
+        return env_list(raw) if self.multiple else raw
+
+
+class SettingOption(EnvOption):
+    """The option of a `Settings` field (its name is the field's).
+
+    Its environment value is read by `rerankd.settings.parse_env_value`, as in the `serve --workers`
+    processes, gunicorn and Ray Serve replicas, so the CLI and those can't read a variable differently.
+    """
+
+    def parse_env(self, raw: str) -> Any:
+        return parse_env_value(typing.cast(str, self.name), raw)
 
 
 def option(*decls: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -80,9 +86,10 @@ def setting_options(*names: str) -> Callable[[Callable[..., Any]], Callable[...,
 
         for name in reversed(names):
             f = by_name[name]
-            wrapper = option(
+            wrapper = click.option(
                 "--" + name.replace("_", "-"),
                 name,
+                cls=SettingOption,
                 default=f.default,
                 show_default=f.default not in (None, ()),
                 **_option_kwargs(hints[name], f.metadata.get("choices")),

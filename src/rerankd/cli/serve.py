@@ -13,13 +13,11 @@ from types import FrameType
 
 import click
 
-from rerankd.cli.options import env_name, option, setting_options, settings_from_values
+from rerankd.cli.options import option, setting_options
 from rerankd.errors import ErrorKind, RerankdError
-from rerankd.settings import DEFAULT_MODEL, SETTING_NAMES, Settings
+from rerankd.settings import DEFAULT_MODEL, SERVE_SETTINGS, Settings, env_name, settings_from_env
 
 log = logging.getLogger(__name__)
-
-SERVE_SETTINGS = tuple(name for name in SETTING_NAMES if name != "model")
 
 
 @click.command()
@@ -77,9 +75,19 @@ def _serve_one_process(specs: list[tuple[str, str]], settings: Settings) -> None
 
     metrics = Metrics()
     registry = ModelRegistry(settings, specs, metrics)
-    app = create_app(settings, registry, metrics)
+    load_errors: list[BaseException] = []
+
+    def stop_serving(error: BaseException) -> None:
+        # A server that can never score must exit non-zero, so that an orchestrator restarts it.
+        load_errors.append(error)
+        server.should_exit = True
+
+    app = create_app(settings, registry, metrics, on_load_failure=stop_serving)
     config = uvicorn.Config(app, **_uvicorn_options(settings))
-    draining_server(config, app.state.draining, app.state.in_flight, registry, settings.drain_timeout).run()
+    server = draining_server(config, app.state.draining, app.state.in_flight, registry, settings.drain_timeout)
+    server.run()
+    if load_errors:
+        raise RerankdError(ErrorKind.MODEL_LOAD, f"no model to serve, exiting: {load_errors[0]}")
 
 
 def draining_server(config, draining: asyncio.Event, in_flight, registry, drain_timeout: float):  # type: ignore[no-untyped-def]
@@ -147,7 +155,10 @@ def _serve_workers(models: tuple[str, ...], settings: Settings) -> None:
 
 
 def export_settings(models: tuple[str, ...], settings: Settings) -> None:
-    """Write `models` and `settings` to this process's `RERANKD_*` variables, which the workers inherit."""
+    """Write `models` and `settings` to this process's `RERANKD_*` variables, which the workers inherit.
+
+    The inverse of `rerankd.settings.settings_from_env`, which each worker runs.
+    """
     values = {"model": models, **{f.name: getattr(settings, f.name) for f in fields(settings) if f.name != "model"}}
     for name, value in values.items():
         if value is None:
@@ -158,12 +169,6 @@ def export_settings(models: tuple[str, ...], settings: Settings) -> None:
             os.environ[env_name(name)] = ",".join(value)
         else:
             os.environ[env_name(name)] = str(value)
-
-
-def settings_from_env() -> tuple[tuple[str, ...], Settings]:
-    """What `rerankd serve` without flags would serve: `RERANKD_*` over the defaults, parsed by its own options."""
-    params = dict(serve.make_context("serve", []).params)
-    return tuple(params.pop("models")), settings_from_values(params)
 
 
 # --- Ray Serve -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from functools import cache
 
 import numpy as np
 
+from rerankd.corpus import corpus_lines
 from rerankd.errors import ErrorKind, RerankdError
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,6 @@ _DOCUMENTS_PER_QUERY = 6
 @cache
 def reference_pairs() -> tuple[tuple[str, str], ...]:
     """36 fixed (query, document) pairs in English and Chinese, short so the gate stays cheap on big models."""
-    from rerankd.testing.fixture import corpus_lines
-
     lines = corpus_lines()
     step = len(lines) // (_QUERIES + _QUERIES * _DOCUMENTS_PER_QUERY)
     picked = lines[::step]

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """\
 Cross-encoder reranking that speaks the APIs RAG tools already use: Cohere (v1, v2),
 Jina, vLLM (`/rerank`, `/score`) and Hugging Face TEI (`/rerank` with `texts`).
-Requests from all clients share one dynamic batcher per model.
+Requests from all clients share one fair scheduler per model; past capacity the excess
+gets a fast 429 with a Retry-After computed from the queue.
 """
 
 
@@ -79,19 +80,28 @@ def create_app(
     *,
     wait_for_models: bool = False,
     drain_on_signal: bool = False,
+    on_load_failure: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
     """The rerankd HTTP app. Models load in the background after start-up; /ready says when they are warm.
 
     `wait_for_models` makes start-up wait for them instead: one of several worker processes
     or Ray replicas then takes no request before it can score. `drain_on_signal` drains on
-    SIGTERM in front of a server this code doesn't own (see server/drain.py).
+    SIGTERM in front of a server this code doesn't own (see server/drain.py). `on_load_failure`
+    is called when a model fails to load in the background, so the server can exit non-zero
+    and an orchestrator restarts it.
     """
     draining = asyncio.Event()
     in_flight = InFlight()
 
+    def loaded(task: asyncio.Task[None]) -> None:
+        error = None if task.cancelled() else task.exception()
+        if error is not None and on_load_failure is not None:
+            on_load_failure(error)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(registry.start())
+        loading.add_done_callback(loaded)
         if wait_for_models:
             await loading
         if drain_on_signal:

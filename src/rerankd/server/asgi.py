@@ -2,7 +2,7 @@
 
 `rerankd serve --workers N` runs uvicorn with `rerankd.server.asgi:create_app_from_env`
 as a factory; gunicorn takes `rerankd.server.asgi:create_app_from_env()` (see
-deploy/gunicorn/gunicorn.conf.py). Each process gets its own model and dynamic batcher.
+deploy/gunicorn/gunicorn.conf.py). Each process gets its own model and scheduler.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import os
 
 from fastapi import FastAPI
 
-from rerankd.cli.main import configure_logging
-from rerankd.cli.serve import settings_from_env
+from rerankd.logs import configure_logging
 from rerankd.server.app import create_app
 from rerankd.server.metrics import Metrics
 from rerankd.server.models import ModelRegistry, parse_model_specs
+from rerankd.settings import settings_from_env
 
 
 def create_app_from_env() -> FastAPI:

@@ -36,17 +36,23 @@ _TYPES = {
 }
 _TEI_TYPES = {413: "Validation", 422: "Validation", 400: "Validation", 404: "Validation", 429: "Overloaded",
               503: "Unhealthy", 401: "Validation"}
+# For a 503 (not ready, draining, timed out): another replica, or this one shortly, may answer.
 RETRY_AFTER_SECONDS = 1
 
 
-def error_response(status: int, message: str, tei: bool = False) -> JSONResponse:
-    """A JSON error that Cohere, Jina and vLLM clients can all read, or TEI's shape for TEI requests."""
+def error_response(status: int, message: str, tei: bool = False, retry_after: int | None = None) -> JSONResponse:
+    """A JSON error that Cohere, Jina and vLLM clients can all read, or TEI's shape for TEI requests.
+
+    A 429 carries the Retry-After that admission computed from the queue; a 503 a constant one.
+    """
     if tei:
         body: dict = {"error": message, "error_type": _TEI_TYPES.get(status, "Backend")}
     else:
         error = {"message": message, "type": _TYPES.get(status, "error"), "code": status}
         body = {"message": message, "detail": message, "error": error}
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status in (429, 503) else None
+    if retry_after is None and status in (429, 503):
+        retry_after = RETRY_AFTER_SECONDS
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -65,7 +71,7 @@ def install_error_handlers(app: FastAPI) -> None:
         status = STATUS[exc.kind]
         if status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
-        return error_response(status, exc.message, is_tei(request))
+        return error_response(status, exc.message, is_tei(request), exc.retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
-
-from rerankd.engine import EncodedPair
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _PAIRS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -63,6 +60,28 @@ class Metrics:
             "rerankd_queue_pairs", "Pairs queued or running in the model.", ["model"], registry=r,
             multiprocess_mode="livesum",
         )
+        self.queue_tokens = Gauge(
+            "rerankd_queue_tokens", "Tokens of the pairs queued or running in the model.", ["model"], registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.oldest_queued_seconds = Gauge(
+            "rerankd_queue_oldest_seconds", "Age of the oldest request not yet answered by the model.", ["model"],
+            registry=r, multiprocess_mode="livemax",
+        )
+        self.estimated_wait_seconds = Gauge(
+            "rerankd_estimated_wait_seconds",
+            "Seconds of work queued ahead of a new request, at the measured throughput (admission's estimate).",
+            ["model"], registry=r, multiprocess_mode="livemax",
+        )
+        self.throughput = Gauge(
+            "rerankd_throughput_tokens_per_second", "Measured model throughput, averaged over recent batches.",
+            ["model"], registry=r, multiprocess_mode="livesum",
+        )
+        self.refused_requests = Counter(
+            "rerankd_refused_requests", "Requests refused at the door, by reason: in_flight "
+            "(--max-concurrent-requests), queue_wait (--max-queue-wait), queue_pairs (--max-queued-pairs), "
+            "too_large (413: can never fit).", ["model", "reason"], registry=r,
+        )
         self.truncated_documents = Counter(
             "rerankd_truncated_documents", "Documents cut to fit max_length.", ["model"], registry=r
         )
@@ -74,10 +93,33 @@ class Metrics:
             registry=r,
         )
 
-    def observe_batch(self, model: str, pairs: Sequence[EncodedPair], seconds: float) -> None:
+    # rerankd.telemetry.EngineMetrics
+    def observe_tokenize(self, model: str, seconds: float) -> None:
+        self.tokenize_seconds.labels(model).observe(seconds)
+
+    def observe_queue_wait(self, model: str, seconds: float) -> None:
+        self.queue_seconds.labels(model).observe(seconds)
+
+    def observe_batch(self, model: str, rows: int, padded_tokens: int, seconds: float) -> None:
         self.inference_seconds.labels(model).observe(seconds)
-        self.batch_size.labels(model).observe(len(pairs))
-        self.batch_tokens.labels(model).observe(len(pairs) * max(p.num_tokens for p in pairs))
+        self.batch_size.labels(model).observe(rows)
+        self.batch_tokens.labels(model).observe(padded_tokens)
+
+    def observe_queue(
+        self, model: str, pairs: int, tokens: int, oldest_seconds: float, estimated_wait_seconds: float,
+        tokens_per_second: float,
+    ) -> None:
+        self.queue_pairs.labels(model).set(pairs)
+        self.queue_tokens.labels(model).set(tokens)
+        self.oldest_queued_seconds.labels(model).set(oldest_seconds)
+        self.estimated_wait_seconds.labels(model).set(estimated_wait_seconds)
+        self.throughput.labels(model).set(tokens_per_second)
+
+    def refused(self, model: str, reason: str) -> None:
+        self.refused_requests.labels(model, reason).inc()
+
+    def truncated(self, model: str, documents: int) -> None:
+        self.truncated_documents.labels(model).inc(documents)
 
     # rerankd.telemetry.CacheMetrics
     def cache_lookup(self, layer: str, hits: int, misses: int) -> None:

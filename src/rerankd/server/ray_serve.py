@@ -1,6 +1,6 @@
 """rerankd as a Ray Serve application: the same FastAPI app in autoscaled replicas.
 
-Each replica builds its own ModelRegistry (model, dynamic batcher, in-process
+Each replica builds its own ModelRegistry (model, scheduler, in-process
 LRU); a Redis `--cache-url` is shared by all of them. `rerankd serve --ray` runs
 it in the foreground; `serve run rerankd.server.ray_serve:build_app` and
 `serve deploy` (deploy/ray/serve_config.yaml) take the `RERANKD_*` environment.
@@ -16,8 +16,8 @@ from ray.serve import Application
 
 from rerankd.server.app import create_app
 from rerankd.server.metrics import Metrics
-from rerankd.server.models import ModelRegistry, State
-from rerankd.settings import Settings
+from rerankd.server.models import ModelRegistry, State, parse_model_specs
+from rerankd.settings import Settings, settings_from_env
 
 APP_NAME = "rerankd"
 
@@ -79,8 +79,5 @@ def build_app(args: dict[str, Any]) -> Application:
             f"rerankd takes its settings from RERANKD_* environment variables, not application args "
             f"({', '.join(args)}); see docs/scaling.md"
         )
-    from rerankd.cli.serve import settings_from_env
-    from rerankd.server.models import parse_model_specs
-
     models, settings = settings_from_env()
     return rerankd_application(parse_model_specs(models), settings)

@@ -18,10 +18,11 @@ from starlette.exceptions import HTTPException
 
 from rerankd import __version__
 from rerankd.engine import sigmoid
+from rerankd.engine.service import Scored
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.reranker import rank_order
 from rerankd.server.metrics import Metrics
-from rerankd.server.models import ModelRegistry, Scored, State
+from rerankd.server.models import ModelRegistry, State
 from rerankd.server.schemas import (
     ApiVersion,
     BilledUnits,
@@ -53,9 +54,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "Empty query or bad value"),
         (401, "Missing or wrong API key"),
         (404, "Unknown model name"),
-        (413, "Too many documents, body too large, or a pair over the limit with truncation off"),
+        (413, "Too many documents, body too large, a pair over the limit with truncation off, or more work than "
+              "the request timeout allows"),
         (422, "Malformed body or wrong types"),
-        (429, "Too many pairs queued; see Retry-After"),
+        (429, "Busy: too many requests in flight or too much work queued ahead; see Retry-After"),
         (503, "Timed out, not ready, or shutting down"),
     ]
 }
@@ -275,12 +277,18 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
         )
 
-    @router.get("/health", response_model=Status, summary="Liveness")
-    async def health() -> Status:
-        """200 while the process serves HTTP, also while the model loads."""
-        return Status(status="ok")
+    @router.get("/health", response_model=Status, response_model_exclude_none=True, responses={503: {"model": Status}},
+                summary="Liveness")
+    async def health() -> Any:
+        """200 while the process serves HTTP, also while the model loads; 503 when a model thread has died
+        or has finished no batch for --stall-timeout seconds while work waits, so that it gets restarted."""
+        problem = registry.health()
+        if problem is None:
+            return Status(status="ok")
+        return JSONResponse(Status(status="unhealthy", reason=problem).model_dump(), status_code=503)
 
-    @router.get("/ready", response_model=Status, responses={503: {"model": Status}}, summary="Readiness")
+    @router.get("/ready", response_model=Status, response_model_exclude_none=True, responses={503: {"model": Status}},
+                summary="Readiness")
     async def ready() -> Any:
         """200 once every model is loaded and warmed up; 503 while loading, after a failure, or while draining."""
         state = State.DRAINING if draining.is_set() else registry.state
@@ -292,12 +300,13 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
     async def info() -> Info:
         models = [
             ServedModelInfo(
-                name=m.name, source=m.loaded.source, revision=m.loaded.revision, model_type=m.loaded.model_type,
-                backend=m.batcher.scorer.backend.name,
-                device=str(m.loaded.device), dtype=m.loaded.dtype, max_input_length=m.settings.max_length,
-                is_fixture=m.loaded.fixture is not None,
+                name=name, source=loaded.source, revision=loaded.revision, model_type=loaded.model_type,
+                backend=service.scorer.backend.name,
+                device=str(loaded.device), dtype=loaded.dtype, max_input_length=service.settings.max_length,
+                is_fixture=loaded.fixture is not None,
             )
-            for m in registry.models.values()
+            for name, service in registry.models.items()
+            for loaded in [registry.loaded[name]]
         ]
         return Info(
             model_id=registry.names[0],
@@ -306,10 +315,13 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             max_input_length=settings.max_length,
             max_documents=settings.max_documents,
             max_document_chars=settings.max_document_chars,
-            max_batch_tokens=next(iter(registry.models.values())).batcher.scorer.max_batch_tokens
+            max_batch_tokens=next(iter(registry.models.values())).scorer.max_batch_tokens
             if registry.models else (settings.max_batch_tokens or 0),
             max_batch_size=settings.max_batch_size,
             max_queued_pairs=settings.max_queued_pairs,
+            max_concurrent_requests=settings.max_concurrent_requests,
+            max_queue_wait=settings.queue_wait_limit,
+            request_timeout=settings.request_timeout,
             truncation=settings.truncation,
             cache=registry.cache.description if registry.cache is not None else None,
             models=models,
@@ -324,6 +336,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics() -> Response:
+        registry.report()
         return Response(metrics.exposition(), media_type=metrics.content_type)
 
     return router

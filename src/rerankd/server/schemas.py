@@ -220,6 +220,9 @@ class Info(BaseModel):
     max_batch_tokens: int
     max_batch_size: int
     max_queued_pairs: int
+    max_concurrent_requests: int
+    max_queue_wait: float = Field(description="Seconds of queued work past which a new request gets 429.")
+    request_timeout: float
     truncation: str
     cache: dict[str, Any] | None = Field(description="Score cache configuration; null when it is off.")
     models: list[ServedModelInfo]
@@ -228,3 +231,4 @@ class Info(BaseModel):
 
 class Status(BaseModel):
     status: str
+    reason: str | None = Field(default=None, description="Why the server is not healthy, when it is not.")

@@ -8,7 +8,7 @@ byte-for-byte identical across runs and machines.
 
 Two things make that hold:
 
-* The tokenizers are trained on the corpus shipped in ``rerankd/testing/corpus``
+* The tokenizers are trained on the corpus shipped in ``rerankd/corpus``
   with single-threaded, non-sampling settings, from an in-memory iterator (so no
   file path ends up in the sentencepiece model).
 * The weights do not come from torch's default initialisers.  ``normal_`` on CPU
@@ -29,9 +29,10 @@ import io
 import json
 import math
 import zlib
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from rerankd.corpus import corpus_lines
 
 __all__ = ["ARCHS", "SHAPES", "Shape", "make_test_model"]
 
@@ -71,8 +72,6 @@ SHAPES: dict[str, Shape] = {
 
 ARCHS = ("xlm-roberta", "bert")
 
-CORPUS_FILES = ("en.txt", "zh.txt")
-
 # sentencepiece unigram size; the corpus supports about 3350 pieces.
 SPM_VOCAB_SIZE = 3000
 # WordPiece size for the bert arch.
@@ -99,29 +98,6 @@ HEAD_OUT_GAIN = 2.0
 _CHUNK = 1 << 18  # keeps the temporaries in cache
 
 _FIXTURE_NOTE = "random weights: scores are not relevance"
-
-
-# --------------------------------------------------------------------------- corpus
-
-
-def corpus_lines() -> list[str]:
-    """The training corpus, one stripped non-empty line per entry, in a fixed order."""
-    root = resources.files("rerankd.testing").joinpath("corpus")
-    lines: list[str] = []
-    for name in CORPUS_FILES:
-        try:
-            text = root.joinpath(name).read_bytes().decode("utf-8")
-        except FileNotFoundError as exc:
-            raise RuntimeError(
-                f"rerankd.testing corpus file {name!r} not found: is the package data (corpus/*.txt) installed?"
-            ) from exc
-        for line in text.splitlines():
-            line = line.strip()
-            if line:
-                lines.append(line)
-    if not lines:
-        raise RuntimeError("rerankd.testing corpus is missing or empty (package data not installed?)")
-    return lines
 
 
 # --------------------------------------------------------------------------- tokenizers

@@ -1,0 +1,253 @@
+"""One served model's request path: admission, score cache, tokenization, the scheduler, and back.
+
+Every way of serving (one process, `--workers`, Ray replicas) runs requests
+through a `ScoringService`; the HTTP layer above only validates and shapes
+answers. The order matters: a request is admitted or refused before any work
+is spent on it, then cached pairs are looked up, the rest tokenized off the
+event loop, admitted again on their exact size, and queued for the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from rerankd.cache import CachedScore, CacheKeyer, ScoreCache
+from rerankd.corpus import corpus_lines
+from rerankd.engine.admission import Admission, InFlightLimit, TokenEstimator
+from rerankd.engine.batching import collate
+from rerankd.engine.encoding import EncodedPair, PairEncoder
+from rerankd.engine.scheduler import Scheduler
+from rerankd.engine.scoring import BatchScorer
+from rerankd.errors import ErrorKind, RerankdError
+from rerankd.settings import Settings
+from rerankd.telemetry import EngineMetrics
+
+log = logging.getLogger(__name__)
+
+# The first pass of the warm-up pays for allocation and kernel selection; when it is this quick, the fastest
+# of a few more passes measures the steady speed that seeds the throughput estimate.
+_REMEASURE_BELOW_SECONDS = 2.0
+_REMEASURES = 3
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Scores of one request plus what it cost, stage by stage."""
+
+    logits: np.ndarray
+    num_tokens: list[int]
+    truncated: list[bool]
+    tokenize_seconds: float
+    queue_seconds: float
+    inference_seconds: float
+    cache_hits: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.num_tokens)
+
+
+class ScoringService:
+    """Scores requests for one model under one `Settings`.
+
+    Args:
+        name: The served model's name (metrics, errors).
+        settings: Limits and truncation policy.
+        encoder: Tokenizes pairs with FlagEmbedding's semantics.
+        scorer: Runs batches on the model's backend.
+        keyer: Score-cache keys for this model (identity, backend, dtype and length policy).
+        cache: The score cache, or None.
+        tokenize_pool: Threads that tokenize, so the event loop never does.
+        in_flight: The server-wide limit on requests in flight.
+
+    `warm_up()` must run before the first request: it starts the model thread.
+        metrics: Where admission, tokenization and scheduler figures go.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        encoder: PairEncoder,
+        scorer: BatchScorer,
+        keyer: CacheKeyer,
+        cache: ScoreCache | None,
+        tokenize_pool: Executor,
+        in_flight: InFlightLimit,
+        metrics: EngineMetrics,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.encoder = encoder
+        self.scorer = scorer
+        self.keyer = keyer
+        self.cache = cache
+        self.metrics = metrics
+        self._tokenize_pool = tokenize_pool
+        self.estimator = TokenEstimator(_tokens_per_char(encoder))
+        self.scheduler = Scheduler(scorer, name, metrics)
+        self.admission = Admission(
+            self.scheduler, in_flight, max_queue_wait=settings.queue_wait_limit,
+            max_queued_pairs=settings.max_queued_pairs, request_timeout=settings.request_timeout, metrics=metrics,
+        )
+
+    def warm_up(self) -> float:
+        """Run one batch of the full token budget, start the model thread, and return the tokens/s measured.
+
+        A budget too big for the device fails here, at start, rather than under live traffic.
+        """
+        width = self.encoder.max_length
+        rows = max(1, min(self.scorer.max_batch_size, self.scorer.max_batch_tokens // width))
+        pairs = self.encoder.encode("warm up", ["warm up " * width] * rows)
+        tokens = sum(p.num_tokens for p in pairs)
+        batch = collate(pairs, self.encoder.pad_id, self.encoder.with_token_types, self.scorer.pad_to_multiple_of)
+        seconds = self._timed_forward(batch, rows, width)
+        if seconds < _REMEASURE_BELOW_SECONDS:
+            seconds = min(self._timed_forward(batch, rows, width) for _ in range(_REMEASURES))
+        tokens_per_second = tokens / max(seconds, 1e-9)
+        self.scheduler.start(tokens_per_second)
+        return tokens_per_second
+
+    def _timed_forward(self, batch: dict[str, np.ndarray], rows: int, width: int) -> float:
+        backend = self.scorer.backend
+        started = time.perf_counter()
+        try:
+            backend.forward(batch)
+        except Exception as exc:
+            if not backend.is_out_of_memory(exc):
+                raise
+            backend.release_memory()
+            raise RerankdError(
+                ErrorKind.MODEL_LOAD,
+                f"one batch of the full token budget ({rows} x {width} = {rows * width} tokens) does not fit on "
+                f"{backend.device}; lower --max-batch-tokens (now {self.scorer.max_batch_tokens}) or --max-length",
+            ) from exc
+        return time.perf_counter() - started
+
+    async def score(
+        self,
+        query: str | list[str],
+        documents: list[str],
+        *,
+        max_length: int | None = None,
+        max_document_tokens: int | None = None,
+        truncate: bool = True,
+    ) -> Scored:
+        """Score one query against `documents`, or, given a list of queries, each query with its document.
+
+        Cached pairs skip tokenization and the model; identical pairs in one request are scored once.
+        """
+        deadline = self.scheduler.clock() + self.settings.request_timeout
+        queries = [query] * len(documents) if isinstance(query, str) else query
+        self._check_input(queries, documents, max_length)
+        limit = min(max_length, self.encoder.max_length) if max_length else self.encoder.max_length
+        estimate = sum(self._estimate(q, d, limit) for q, d in zip(queries, documents))
+        permit = self.admission.admit(len(documents), estimate)
+        try:
+            mode = "truncate" if truncate else "error"
+            keys = [self.keyer.key(q, d, max_length, max_document_tokens, mode) for q, d in zip(queries, documents)]
+            first: dict[bytes, int] = {}  # key -> position of its first pair
+            for i, key in enumerate(keys):
+                first.setdefault(key, i)
+            unique = list(first)
+            found = await self.cache.get_many(unique) if self.cache is not None else [None] * len(unique)
+            todo = [first[k] for k, v in zip(unique, found, strict=True) if v is None]
+
+            started = time.perf_counter()
+            pairs: list[EncodedPair] = []
+            if todo:
+                encode = functools.partial(self.encoder.encode_pairs, [(queries[i], documents[i]) for i in todo],
+                                           max_length, max_document_tokens)
+                pairs = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, encode)
+            tokenize_seconds = time.perf_counter() - started
+            self.metrics.observe_tokenize(self.name, tokenize_seconds)
+            special = self.encoder.template.num_special_tokens
+            self.estimator.observe(sum(len(queries[i]) + len(documents[i]) for i in todo),
+                                   sum(p.full_length - special for p in pairs))
+
+            # A cap the request asked for (max_tokens_per_doc, truncate_prompt_tokens) is truncation it accepted.
+            # Cached pairs need no check: the mode is part of their key, and "error" never stores a cut pair.
+            if not truncate and max_length is None and max_document_tokens is None:
+                for i, pair in zip(todo, pairs, strict=True):
+                    if pair.truncated:
+                        raise self._too_long(queries[i], i, pair.full_length)
+            permit.confirm(len(pairs), sum(p.num_tokens for p in pairs))
+            job = self.scheduler.submit(pairs, deadline)
+            permit.queued()
+            try:
+                batched = await asyncio.wrap_future(job.future)
+            finally:
+                self.scheduler.cancel(job)  # a no-op once answered; drops the pairs when the caller gave up
+        finally:
+            permit.release()
+
+        by_key = {k: v for k, v in zip(unique, found, strict=True) if v is not None}
+        scored = [
+            (keys[i], CachedScore(float(logit), pair.num_tokens, pair.full_length))
+            for i, pair, logit in zip(todo, pairs, batched.logits, strict=True)
+        ]
+        by_key.update(scored)
+        if self.cache is not None and scored:
+            await self.cache.set_many(scored)
+        values = [by_key[k] for k in keys]
+        truncated = [v.truncated for v in values]
+        self.metrics.truncated(self.name, sum(truncated))
+        return Scored(
+            logits=np.array([v.logit for v in values], dtype=np.float32),
+            num_tokens=[v.num_tokens for v in values],
+            truncated=truncated,
+            tokenize_seconds=tokenize_seconds,
+            queue_seconds=batched.queue_seconds,
+            inference_seconds=batched.inference_seconds,
+            cache_hits=len(unique) - len(todo),
+        )
+
+    def _check_input(self, queries: list[str], documents: list[str], max_length: int | None) -> None:
+        smallest = self.encoder.template.num_special_tokens + 1
+        if max_length is not None and max_length < smallest:
+            raise RerankdError(
+                ErrorKind.INVALID_INPUT,
+                f"a pair limit of {max_length} tokens leaves no room: it must be at least {smallest} (the model's "
+                f"{smallest - 1} special tokens and one query token)",
+            )
+        limit = self.settings.max_document_chars
+        texts = [*(("query", q) for q in dict.fromkeys(queries)),
+                 *((f"documents[{i}]", d) for i, d in enumerate(documents))]
+        for where, text in texts:
+            if len(text) > limit:
+                raise RerankdError(
+                    ErrorKind.INPUT_TOO_LARGE,
+                    f"{where} has {len(text)} characters, over the limit of {limit} (--max-document-chars)",
+                )
+
+    def _estimate(self, query: str, document: str, limit: int) -> int:
+        """A pair's tokens before tokenizing it: capped as the encoder will cap it."""
+        query_tokens = min(self.estimator.tokens(len(query)), self.encoder.query_max_length)
+        return min(limit, self.encoder.template.num_special_tokens + query_tokens + self.estimator.tokens(len(document)))
+
+    def _too_long(self, query: str, index: int, full_length: int) -> RerankdError:
+        query_tokens = len(self.encoder.token_ids([query])[0])
+        if query_tokens > self.encoder.query_max_length:
+            return RerankdError(
+                ErrorKind.INPUT_TOO_LARGE,
+                f"the query has {query_tokens} tokens, over its limit of {self.encoder.query_max_length} "
+                "(--query-max-length); shorten it, or allow truncation",
+            )
+        return RerankdError(
+            ErrorKind.INPUT_TOO_LARGE,
+            f"documents[{index}] makes a pair of {full_length} tokens with the query, over the limit of "
+            f"{self.encoder.max_length} tokens (--max-length); shorten it, or allow truncation",
+        )
+
+
+def _tokens_per_char(encoder: PairEncoder) -> float:
+    """The tokenizer's tokens per character on the bundled English and Chinese text: the estimate's seed."""
+    lines = corpus_lines()
+    return sum(len(ids) for ids in encoder.token_ids(lines)) / max(1, sum(len(line) for line in lines))

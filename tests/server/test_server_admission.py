@@ -1,0 +1,163 @@
+"""Admission over real HTTP: 429 with a computed Retry-After, 413 for what can never fit, capacity given back,
+refusals counted by reason, and /health telling the truth about the model thread.
+
+Each limit is set so that it is crossed whatever the speed of this machine: the busy case
+is "anything queued at all", never "about N seconds of work".
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from server_harness import (
+    DOCS,
+    QUERY,
+    ServerProcess,
+    assert_error_body,
+    assert_tei_error_body,
+    slow_documents,
+    wait_until,
+)
+
+SLOW = {"query": QUERY, "documents": slow_documents(1000), "return_documents": False}
+
+
+class Slow:
+    """A big request in a background thread, in the model until it is done."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.response: httpx.Response | None = None
+        self._thread = threading.Thread(target=self._send, args=(server.url,), daemon=True)
+        self._thread.start()
+        wait_until(lambda: not self._thread.is_alive() or server.queue_pairs() > 0, timeout=30,
+                   message="the slow request in the model")
+        assert self._thread.is_alive(), "the slow request finished at once: make it slower"
+
+    def _send(self, url: str) -> None:
+        self.response = httpx.post(url + "/rerank", json=SLOW, timeout=300)
+
+    def join(self) -> httpx.Response:
+        self._thread.join(300)
+        assert self.response is not None
+        return self.response
+
+
+def refused(server: ServerProcess, reason: str) -> float:
+    return sum(v for (name, labels), v in server.metrics().items()
+               if name == "rerankd_refused_requests_total" and ("reason", reason) in labels)
+
+
+@pytest.fixture(scope="module")
+def busy(start_module_server, xlmr_dir: Path) -> ServerProcess:  # type: ignore[no-untyped-def]
+    """Any work queued at all is more than a new request may wait behind."""
+    return start_module_server([xlmr_dir], ["--max-queue-wait", "0.000001"])
+
+
+def test_a_request_behind_too_much_work_gets_429_with_a_computed_retry_after(busy: ServerProcess) -> None:
+    before = refused(busy, "queue_wait")
+    slow = Slow(busy)
+    with busy.client() as c:
+        started = time.perf_counter()
+        response = c.post("/rerank", json={"query": QUERY, "documents": DOCS})
+        elapsed = time.perf_counter() - started
+        message = assert_error_body(response, 429)
+        assert "--max-queue-wait" in message and "s of work is queued ahead" in message
+        # How long the excess takes to drain at the measured speed, in whole seconds.
+        assert int(response.headers["retry-after"]) >= 1
+        assert_error_body(c.post("/score", json={"text_1": QUERY, "text_2": DOCS}), 429)
+        assert_tei_error_body(c.post("/rerank", json={"query": QUERY, "texts": DOCS}), 429)
+    assert elapsed < 30  # refused at the door, not after waiting (a generous bound: no timing claim)
+    assert refused(busy, "queue_wait") - before == 3
+    assert slow.join().status_code == 200
+    # The queue is empty again: the next request is served.
+    with busy.client() as c:
+        assert c.post("/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 200
+
+
+def test_too_many_requests_in_flight_get_429_at_once(start_server, xlmr_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    server: ServerProcess = start_server([xlmr_dir], ["--max-concurrent-requests", "1"])
+    slow = Slow(server)
+    with server.client() as c:
+        response = c.post("/rerank", json={"query": QUERY, "documents": DOCS})
+        assert "--max-concurrent-requests" in assert_error_body(response, 429)
+        assert int(response.headers["retry-after"]) >= 1
+    assert refused(server, "in_flight") == 1
+    assert slow.join().status_code == 200
+    # The slot came back when the slow request was answered.
+    with server.client() as c:
+        assert c.post("/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 200
+
+
+def test_a_full_queue_gets_429(start_server, xlmr_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    server: ServerProcess = start_server([xlmr_dir], ["--max-queued-pairs", "1000", "--max-queue-wait", "600"])
+    slow = Slow(server)
+    with server.client() as c:
+        response = c.post("/rerank", json={"query": "other", "documents": slow_documents(1000)})
+        assert "--max-queued-pairs" in assert_error_body(response, 429)
+        assert int(response.headers["retry-after"]) >= 1
+    assert refused(server, "queue_pairs") == 1
+    assert slow.join().status_code == 200
+
+
+def test_a_request_that_needs_more_than_the_request_timeout_is_413(start_server, mini_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    # 1000 pairs of about 490 tokens through the mini shape on one thread: well under a second to tokenize,
+    # a minute or more of model time on any CPU core; the timeout sits between the two with a wide margin.
+    server: ServerProcess = start_server([mini_dir], ["--request-timeout", "20", "--threads", "1"])
+    with server.client() as c:
+        response = c.post("/rerank", json={"query": QUERY, "documents": slow_documents(1000)})
+        message = assert_error_body(response, 413)
+        assert "--request-timeout" in message and "split it into requests of at most" in message
+    assert refused(server, "too_large") == 1
+
+
+def test_a_cancelled_request_gives_its_capacity_back_at_once(start_server, xlmr_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    server: ServerProcess = start_server([xlmr_dir], ["--max-concurrent-requests", "1", "--max-queue-wait", "600"])
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(server.url + "/rerank", json=SLOW, timeout=1.0)
+    # The abandoned request leaves the queue and its slot frees up, well before its work would have ended.
+    wait_until(lambda: server.queue_pairs() == 0, timeout=30, message="the abandoned pairs dropped")
+    with server.client() as c:
+        assert c.post("/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 200
+
+
+def test_health_turns_503_while_the_model_makes_no_progress(start_server, xlmr_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    # Every batch takes longer than a microsecond: while work waits, the model counts as stalled.
+    server: ServerProcess = start_server([xlmr_dir], ["--stall-timeout", "0.000001"])
+    with server.client() as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        slow = Slow(server)
+        seen: list[httpx.Response] = []
+        wait_until(lambda: seen.append(c.get("/health")) or seen[-1].status_code == 503, timeout=60,
+                   message="/health 503 while stalled")
+        body = seen[-1].json()
+        assert body["status"] == "unhealthy" and "--stall-timeout" in body["reason"]
+        assert slow.join().status_code == 200
+        assert c.get("/health").status_code == 200  # nothing waiting: nothing stalled
+
+
+def test_info_shows_the_admission_limits(busy: ServerProcess) -> None:
+    info = httpx.get(busy.url + "/info", timeout=10).json()
+    assert info["max_concurrent_requests"] == 512
+    assert info["max_queue_wait"] == pytest.approx(0.000001)
+    assert info["request_timeout"] == 120
+
+
+def test_metrics_show_throughput_wait_and_queue_age(busy: ServerProcess) -> None:
+    names = {name for name, _ in busy.metrics()}
+    for name in ("rerankd_throughput_tokens_per_second", "rerankd_estimated_wait_seconds",
+                 "rerankd_queue_oldest_seconds", "rerankd_queue_tokens", "rerankd_queue_pairs"):
+        assert name in names, name
+    assert busy.metric("rerankd_throughput_tokens_per_second", model=str(busy.models[0])) > 0
+
+
+def test_a_model_that_fails_to_load_makes_the_server_exit_non_zero(start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    broken = tmp_path / "not-a-model"
+    broken.mkdir()
+    server: ServerProcess = start_server([broken], wait=False)
+    assert server.wait(timeout=120) == 1, server.logs()
+    assert "no model to serve" in server.logs()
+
