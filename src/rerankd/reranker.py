@@ -71,7 +71,7 @@ class Reranker:
             see docs/backends.md).
         max_length: Most tokens per pair; only the document is truncated to fit.
         query_max_length: Most tokens of the query (default: 3/4 of `max_length`).
-        max_batch_tokens: Token budget of one model batch (rows x longest row); default 4096 on CPU, 32768 on GPU.
+        max_batch_tokens: Token budget of one model batch (rows x longest row); default 2048 on CPU, 32768 on GPU.
         max_batch_size: Most pairs in one model batch.
         threads: Intra-op threads for the model on CPU (process-wide for torch; default: the cores this process
             may use).

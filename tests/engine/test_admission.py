@@ -75,24 +75,34 @@ def queue(scheduler: Scheduler, tokens: int, pairs: int = 1) -> None:
 
 def test_a_request_behind_too_long_a_wait_is_429_with_the_time_the_excess_takes_to_drain() -> None:
     admission, scheduler, metrics = door(tokens_per_second=100, max_queue_wait=10)
-    queue(scheduler, 1000)  # 10 s of work: just admitted
-    admission.admit(1, 50).release()
+    queue(scheduler, 1000)  # 10 s of work ahead of a request as big: just admitted
+    admission.admit(1, 1000).release()
     queue(scheduler, 251)  # 12.51 s
     with pytest.raises(RerankdError) as error:
-        admission.admit(1, 50)
+        admission.admit(1, 1000)
     assert error.value.kind is ErrorKind.OVERLOADED
     assert error.value.retry_after == 3  # 2.51 s over the limit, rounded up
     assert "12.5 s of work is queued ahead" in error.value.message
     assert metrics.reasons == ["queue_wait"]
 
 
+def test_a_small_request_is_not_refused_for_the_big_one_it_will_overtake() -> None:
+    admission, scheduler, metrics = door(tokens_per_second=100, max_queue_wait=10)
+    queue(scheduler, 5000, pairs=10)  # 50 s of work in one big request
+    # Fair sharing serves the small request after about its own size of the big one's work: 1 s.
+    admission.admit(4, 100).release()
+    with pytest.raises(RerankdError, match="queued ahead"):
+        admission.admit(40, 2000)  # 20 s of the big one's work would go before this one finishes
+    assert metrics.reasons == ["queue_wait"]
+
+
 def test_admitted_but_not_yet_queued_work_counts_in_the_wait() -> None:
     admission, _, metrics = door(tokens_per_second=100, max_queue_wait=10)
-    first = admission.admit(4, 1100)  # tokenizing: its 11 s are ahead of the next request
+    first = admission.admit(4, 1100)  # tokenizing: its 11 s are ahead of an equal request
     with pytest.raises(RerankdError):
-        admission.admit(1, 10)
+        admission.admit(4, 1100)
     first.queued()  # now the scheduler would hold them (here: nowhere), so they no longer count here
-    admission.admit(1, 10).release()
+    admission.admit(4, 1100).release()
     first.release()
     assert metrics.reasons == ["queue_wait"]
 
@@ -102,7 +112,7 @@ def test_the_exact_count_after_tokenizing_replaces_the_estimate() -> None:
     permit = admission.admit(2, 10)
     permit.confirm(2, 1100)  # a bad estimate: the request is bigger than it looked, 11 s of work
     with pytest.raises(RerankdError, match="queued ahead"):
-        admission.admit(1, 10)
+        admission.admit(4, 2000)
     permit.release()
     admission.admit(1, 10).release()
     assert scheduler.state().tokens == 0
@@ -178,3 +188,18 @@ def test_warm_up_fails_at_start_when_the_budget_does_not_fit(reranker: Reranker)
     with pytest.raises(RerankdError, match="--max-batch-tokens") as error:
         served.warm_up()
     assert error.value.kind is ErrorKind.MODEL_LOAD
+
+
+def test_admitted_pairs_count_against_the_pair_limit_until_they_leave() -> None:
+    admission, scheduler, _ = door(max_queued_pairs=10, max_queue_wait=1e9)
+    first = admission.admit(6, 60)
+    with pytest.raises(RerankdError, match="--max-queued-pairs"):
+        admission.admit(5, 50)
+    first.confirm(6, 60)
+    queue(scheduler, 60, pairs=6)  # what the service submits for it
+    first.queued()
+    with pytest.raises(RerankdError, match="--max-queued-pairs"):
+        admission.admit(5, 50)  # the scheduler holds the 6 now
+    first.release()
+    assert scheduler.state().pairs == 6
+    admission.admit(4, 40).release()

@@ -5,10 +5,14 @@ tokens (from its characters), then again on the exact count once it is
 tokenized:
 
 - requests in flight (`--max-concurrent-requests`): 429 at once;
-- the wait ahead: the tokens queued or running, plus those of requests admitted
-  but not yet queued, divided by the measured throughput, must stay within
-  `--max-queue-wait`; past it, 429 with a Retry-After of how long the excess
-  takes to drain;
+- the wait ahead: the work served before the request would finish, divided by
+  the measured throughput, must stay within `--max-queue-wait`; past it, 429
+  with a Retry-After of how long the excess takes to drain. The scheduler shares
+  the model fairly between size classes and in order within one, so the work
+  ahead of a request is its class's backlog plus, from every other class, as
+  much again at most (`Scheduler.work_ahead`); requests admitted but not yet
+  queued count too. A small request is not refused for the big one it will
+  overtake;
 - the queue's pair limit (`--max-queued-pairs`): 429.
 
 A request that can never fit, whatever the load, gets 413 instead: more pairs
@@ -64,10 +68,10 @@ class TokenEstimator:
 class Permit:
     """One admitted request: its slot in flight and the tokens it holds in the wait estimate until queued."""
 
-    def __init__(self, admission: Admission, pairs: int, tokens: int) -> None:
+    def __init__(self, admission: Admission) -> None:
         self._admission = admission
-        self.pairs = pairs
-        self.tokens = tokens
+        self.pairs = 0  # reserved in the admission's count until queued
+        self.tokens = 0
         self._released = False
 
     def confirm(self, pairs: int, tokens: int) -> None:
@@ -108,7 +112,7 @@ class Admission:
         self.request_timeout = request_timeout
         self.metrics = metrics
         self._reserved_pairs = 0
-        self._reserved_tokens = 0
+        self._reserved: set[Permit] = set()  # admitted, not yet queued: their tokens are ahead too
 
     def admit(self, pairs: int, estimated_tokens: int) -> Permit:
         """Let a request of `pairs` pairs and about `estimated_tokens` tokens in, or raise 429/413."""
@@ -121,13 +125,12 @@ class Admission:
                 f"the server is busy: {self.in_flight.count} requests are in flight, the limit "
                 "(--max-concurrent-requests); retry shortly"), retry)
         try:
-            self._check_load(self.scheduler.state(), pairs, 0, 0)
+            self._check_load(self.scheduler.state(), pairs, estimated_tokens, None)
         except RerankdError:
             self.in_flight.leave()
             raise
-        permit = Permit(self, pairs, estimated_tokens)
-        self._reserved_pairs += pairs
-        self._reserved_tokens += estimated_tokens
+        permit = Permit(self)
+        self._reserve(permit, pairs, estimated_tokens)
         return permit
 
     def confirm(self, permit: Permit, pairs: int, tokens: int) -> None:
@@ -141,15 +144,18 @@ class Admission:
                 f"the measured {state.tokens_per_second:.0f} tokens/s), over the request timeout of "
                 f"{self.request_timeout:g} s (--request-timeout); split it into requests of at most {fitting} "
                 "documents"))
-        self._check_load(state, pairs, permit.pairs, permit.tokens)
+        self._check_load(state, pairs, tokens, permit)
+        self._reserve(permit, pairs, tokens)
+
+    def _reserve(self, permit: Permit, pairs: int, tokens: int) -> None:
         self._reserved_pairs += pairs - permit.pairs
-        self._reserved_tokens += tokens - permit.tokens
         permit.pairs, permit.tokens = pairs, tokens
+        self._reserved.add(permit)
 
     def unreserve(self, permit: Permit) -> None:
         self._reserved_pairs -= permit.pairs
-        self._reserved_tokens -= permit.tokens
         permit.pairs = permit.tokens = 0
+        self._reserved.discard(permit)
 
     def _check_pairs(self, pairs: int) -> None:
         if pairs > self.max_queued_pairs:
@@ -157,15 +163,15 @@ class Admission:
                 f"this request makes {pairs} pairs, more than the queue holds ({self.max_queued_pairs}, "
                 f"--max-queued-pairs); split it into requests of at most {self.max_queued_pairs} documents"))
 
-    def _check_load(self, state: QueueState, pairs: int, own_pairs: int, own_tokens: int) -> None:
-        """The wait and the pair count ahead of a request, leaving out what it has reserved itself."""
-        rate = state.tokens_per_second
-        wait = (state.tokens + self._reserved_tokens - own_tokens) / rate
+    def _check_load(self, state: QueueState, pairs: int, tokens: int, own: Permit | None) -> None:
+        """The wait and the pair count ahead of a request of `pairs` pairs and `tokens` tokens."""
+        ahead = self.scheduler.work_ahead(tokens, (p.tokens for p in self._reserved if p is not own))
+        wait = ahead / state.tokens_per_second
         if wait > self.max_queue_wait:
             raise self._refuse("queue_wait", (
                 f"the server is busy: about {wait:.1f} s of work is queued ahead of this request, over the limit "
                 f"of {self.max_queue_wait:g} s (--max-queue-wait); retry later"), wait - self.max_queue_wait)
-        queued = state.pairs + self._reserved_pairs - own_pairs
+        queued = state.pairs + self._reserved_pairs - (own.pairs if own is not None else 0)
         if queued + pairs > self.max_queued_pairs:
             excess = queued + pairs - self.max_queued_pairs
             raise self._refuse("queue_pairs", (

@@ -3,22 +3,27 @@
 When the model is free, the model thread builds the next batch from what is
 queued now; a request is answered as soon as its last pair is scored.
 
-Which pairs go next is decided by `FairQueue`:
+Which pairs go next is decided by `FairQueue`, a start-time fair queue over
+tokens whose flows are size classes (requests within a factor of 4 of each
+other in tokens):
 
-- Requests share the model fairly, by start-time fair queuing over tokens: each
-  pair gets a virtual start tag (its request's arrival point in virtual time
-  plus the tokens of the request's earlier pairs), and virtual time runs as
-  under ideal processor sharing. The pair with the smallest tag anchors the
-  next batch, so a request that arrives behind a 300-document request is
-  served from the next batch on instead of after the big one.
-- A small request (one that fits in one batch) goes into its batch whole, so
-  it finishes in one batch whatever the lengths of its pairs; the rest of that
-  batch takes only what is due within a fair share, so it stays short.
-- Big requests' pairs go longest first (as FlagEmbedding orders them), and
-  their batches are runs of similar length taken from a look-ahead window of
-  the pairs with the smallest tags, a few batch budgets deep. Batches stay
-  nearly unpadded without sorting across everything queued, which made every
-  request wait for the slowest one.
+- Within a class, requests are served in the order they came. Equal requests
+  under overload then finish within the wait that admission allowed them,
+  where sharing the model between all of them would stretch every one.
+- Classes share the model equally: each pair gets a virtual start tag, the
+  class's flow continues in virtual time where its last request ends, and
+  virtual time runs as under ideal processor sharing between the classes with
+  work. A 4-document request that arrives behind a 300-document one starts
+  at the current virtual time, so it is served from the next batch on; a
+  stream of small requests can't starve a big one either, which keeps its half.
+- A small request (one that fits in one batch) goes into a batch whole, with
+  the small requests after it that fit beside it, so it finishes in one batch
+  whatever the lengths of its pairs.
+- A big request's pairs go longest first (as FlagEmbedding orders them). The
+  pair with the smallest tag anchors the batch, which is filled with the pairs
+  closest below it in length from a look-ahead window of the next pairs in tag
+  order, a few batch budgets deep: batches stay nearly unpadded without sorting
+  across everything queued, which made every request wait for the slowest one.
 
 Deadlines decide expiry: a request past its deadline is failed before the next
 batch and its pairs dropped. Cancelling a request (client gone, timeout) drops
@@ -49,14 +54,23 @@ from rerankd.telemetry import NO_METRICS, EngineMetrics
 log = logging.getLogger(__name__)
 
 # How far past the most urgent pair a batch may reach, in batch budgets: deep enough to find pairs of
-# similar length (8 concurrent 32-document requests pad about 7% over their real tokens, against 4% for
-# a sort of everything queued), shallow enough that no request falls far behind its fair share.
-WINDOW_BATCHES = 8
+# similar length (8 queued 32-document requests pad about 9% over their real tokens at the CPU budget,
+# against 2% for a sort of everything queued; a closed loop of 8 clients about 8%), shallow enough that a request is not held back by much of
+# the work queued after it (a deeper window lengthens every request's stay by about its depth).
+WINDOW_BATCHES = 4
 # Time constant of the throughput average, in seconds of model time: long enough to smooth batch-to-batch
 # noise, short enough to follow a change of workload within a few seconds of it. Where batches take
 # milliseconds, each still counts for at least a share of THROUGHPUT_HORIZON_BATCHES.
 THROUGHPUT_HORIZON_SECONDS = 10.0
 THROUGHPUT_HORIZON_BATCHES = 20
+
+
+# Requests within a factor of 4 of each other in tokens are one flow of the fair queue, served in order;
+# flows share the model equally. Wide enough that requests of one workload (32 documents of mixed length)
+# mostly land in one class, narrow enough that a 4-document request is never a flow with a 32-document one.
+def size_class(tokens: int) -> int:
+    """floor(log4(tokens)): 256-1023 tokens is one class, 1024-4095 the next, and so on."""
+    return (max(tokens, 1).bit_length() - 1) // 2
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,7 @@ class Job:
 
     __slots__ = (
         "deadline", "enqueued", "finished", "future", "logits", "pairs", "pending", "pending_tokens", "remaining",
-        "seq", "started",
+        "seq", "size_class", "started", "tokens", "unscored_tokens",
     )
 
     def __init__(self, seq: int, pairs: Sequence[EncodedPair], enqueued: float, deadline: float | None) -> None:
@@ -84,6 +98,9 @@ class Job:
         self.future: Future[BatchedScores] = Future()
         self.logits = np.empty(len(pairs), dtype=np.float32)
         self.remaining = len(pairs)  # not yet scored (pending or in the running batch)
+        self.tokens = sum(p.num_tokens for p in pairs)
+        self.unscored_tokens = self.tokens
+        self.size_class = 0
         self.pending: list[_Entry] = []  # not yet in a batch, by tag
         self.pending_tokens = 0
         self.started: float | None = None
@@ -125,6 +142,7 @@ class FairQueue:
         self.window_tokens = window_batches * max_batch_tokens
         self._jobs: dict[int, Job] = {}  # jobs with pairs not yet in a batch, in arrival order
         self._virtual_time = 0.0
+        self._flow_ends: dict[int, float] = {}  # size class -> virtual end of its last request
         self.pending_pairs = 0
         self.pending_tokens = 0
 
@@ -136,13 +154,17 @@ class FairQueue:
         return self._jobs.values()
 
     def add(self, job: Job) -> None:
-        """Queue `job`'s pairs, longest first, starting at the current virtual time."""
-        tag = self._virtual_time
+        """Queue `job`'s pairs, longest first, in its size class's flow: after the class's last request in
+        virtual time, or now if the class has fallen behind."""
+        job.size_class = size_class(job.tokens)
+        start = max(self._virtual_time, self._flow_ends.get(job.size_class, 0.0))
+        tag = start
         for index in sorted(range(len(job.pairs)), key=lambda i: -job.pairs[i].num_tokens):
             tokens = job.pairs[index].num_tokens
             job.pending.append(_Entry(tag, job, index, tokens))
             tag += tokens
-        job.pending_tokens = tag - self._virtual_time
+        job.pending_tokens = tag - start
+        self._flow_ends[job.size_class] = tag
         if job.pending:
             self._jobs[job.seq] = job
             self.pending_pairs += len(job.pending)
@@ -166,10 +188,11 @@ class FairQueue:
         # left to do goes first, so a short request that lands beside a long one finishes first.
         anchor = min((e for e in window if e.tag == head), key=lambda e: (e.job.pending_tokens, e.job.seq))
         batch = self._whole(anchor.job, window) or self._around(anchor, window)
-        # Virtual time runs as under ideal processor sharing: each active request gets an equal part of the
-        # tokens served. A request arriving now starts there, so it neither jumps the requests that have
-        # waited for their share nor waits behind requests that have had more than theirs.
-        self._virtual_time = max(head, self._virtual_time + sum(e.tokens for e in batch) / len(self._jobs))
+        # Virtual time runs as under ideal processor sharing between the size classes with work queued: each
+        # gets an equal part of the tokens served. A class that had none starts there, so it neither jumps the
+        # classes that have waited for their share nor waits behind those that have had more than theirs.
+        flows = len({job.size_class for job in self._jobs.values()})
+        self._virtual_time = max(head, self._virtual_time + sum(e.tokens for e in batch) / flows)
         self._take(batch)
         return batch
 
@@ -194,46 +217,41 @@ class FairQueue:
                 and len(rest) * self._width(rest[0].tokens) <= self.max_batch_tokens)
 
     def _whole(self, job: Job, window: list[_Entry]) -> list[_Entry] | None:
-        """A small request goes in whole, so it finishes in one batch whatever the lengths of its pairs.
+        """A small request goes in whole, so it finishes in one batch whatever the lengths of its pairs,
+        with the small requests after it in the window that fit beside it.
 
-        The rest of the batch takes only what is due within a fair share: other small requests whole, then
-        pairs of big requests closest in length. So the batch stays short, and a big request can't ride
-        along ahead of its share. (The tail of a big request is not treated so: its pairs are grouped by
-        length with the others'.)"""
+        No pairs of big requests ride along: on a CPU they would only make the batch, and so the small
+        requests in it, take longer. (The tail of a big request is not treated so: its pairs are grouped
+        by length with the others'.)"""
         if not self._is_unit(job):
             return None
         batch = list(job.pending)
         width = self._width(batch[0].tokens)
-        due = batch[0].tag + self.max_batch_tokens / len(self._jobs)
-        units = {e.job.seq: e.job for e in window if e.job is not job and e.tag < due and self._is_unit(e.job)}
-        for unit in units.values():
-            if (len(batch) + len(unit.pending) <= self.max_batch_size and unit.pending[0].tokens <= width
-                    and (len(batch) + len(unit.pending)) * width <= self.max_batch_tokens):
-                batch.extend(unit.pending)
-        fill = [e for e in window if e.tag < due and e.job.seq not in units and e.job is not job
-                and self._width(e.tokens) <= width]
-        fill.sort(key=lambda e: (-e.tokens, e.order()))
-        for entry in fill:
-            if len(batch) >= self.max_batch_size or (len(batch) + 1) * width > self.max_batch_tokens:
-                break
-            batch.append(entry)
+        seen = {job.seq}
+        for entry in window:
+            other = entry.job
+            if other.seq in seen or not self._is_unit(other):
+                continue
+            seen.add(other.seq)
+            wider = max(width, self._width(other.pending[0].tokens))
+            rows = len(batch) + len(other.pending)
+            if rows <= self.max_batch_size and rows * wider <= self.max_batch_tokens:
+                batch.extend(other.pending)
+                width = wider
         return batch
 
     def _around(self, anchor: _Entry, window: list[_Entry]) -> list[_Entry]:
-        """The longest run of the window, in length order, that can hold the anchor within the budget.
+        """The anchor and the pairs of the window closest below it in length, as many as the budget holds.
 
-        Longest first as in a global length sort, but bounded to the window and never without the most
-        urgent pair, so no request falls more than a window behind its fair share. Small requests are
-        left out: they go whole when their turn comes.
+        The anchor is the longest pair its request has left, so the batch is as wide as it and no wider;
+        the rest are the pairs that fill that width best, the earliest in the fair order first among
+        equals. Small requests are left out: they go whole when their turn comes.
         """
         ordered = sorted((e for e in window if e is anchor or not self._is_unit(e.job)),
                          key=lambda e: (-e.tokens, e.order()))
         at = next(i for i, e in enumerate(ordered) if e is anchor)
-        for start in range(at + 1):
-            rows = max(1, min(self.max_batch_size, self.max_batch_tokens // self._width(ordered[start].tokens)))
-            if at - start < rows:
-                return ordered[start : start + rows]
-        raise AssertionError("the anchor always fits a batch of its own")
+        rows = max(1, min(self.max_batch_size, self.max_batch_tokens // self._width(anchor.tokens)))
+        return ordered[at : at + rows]
 
     def _take(self, batch: list[_Entry]) -> None:
         by_job: dict[int, set[int]] = {}
@@ -373,6 +391,23 @@ class Scheduler:
         with self._wake:
             return self._state()
 
+    def work_ahead(self, tokens: int, admitted: Iterable[int] = ()) -> int:
+        """Tokens the model serves before a new request of `tokens` tokens would finish, counting the
+        requests queued or running and those `admitted` (their sizes) but not yet queued.
+
+        Its size class's requests go first, in order; every other class with work gets as much as this
+        class until it runs out. Behind a 300-document request a 4-document one waits for about its own
+        size again; behind requests of its own size, for all of them.
+        """
+        backlog: dict[int, int] = {}
+        for size in admitted:
+            backlog[size_class(size)] = backlog.get(size_class(size), 0) + size
+        with self._wake:
+            for job in self._unanswered.values():
+                backlog[job.size_class] = backlog.get(job.size_class, 0) + job.unscored_tokens
+        own = backlog.pop(size_class(tokens), 0)
+        return own + sum(min(other, own + tokens) for other in backlog.values())
+
     def health(self, stall_timeout: float) -> str | None:
         """Why this model can't serve, or None: its thread died, or it has finished no batch for
         `stall_timeout` seconds while work was waiting."""
@@ -445,6 +480,7 @@ class Scheduler:
                     continue
                 job.logits[entry.index] = logit
                 job.remaining -= 1
+                job.unscored_tokens -= entry.tokens
                 if job.remaining == 0:
                     job.finished = True
                     del self._unanswered[job.seq]
