@@ -27,11 +27,11 @@ class EngineMetrics(Protocol):
     def observe_batch(self, model: str, rows: int, padded_tokens: int, seconds: float) -> None: ...
 
     def observe_queue(
-        self, model: str, pairs: int, tokens: int, oldest_seconds: float, estimated_wait_seconds: float,
-        tokens_per_second: float,
+        self, model: str, requests: int, pairs: int, tokens: int, oldest_seconds: float,
+        estimated_wait_seconds: float, tokens_per_second: float,
     ) -> None:
-        """The queue's state now: pairs and tokens waiting or running, the oldest request's age, the wait a
-        new request would face, and the measured throughput."""
+        """The queue's state now: requests, pairs and tokens waiting or running, the oldest request's age,
+        the work queued in seconds, and the measured throughput."""
         ...
 
     def refused(self, model: str, reason: str) -> None:
@@ -60,8 +60,8 @@ class _NoMetrics:
         pass
 
     def observe_queue(
-        self, model: str, pairs: int, tokens: int, oldest_seconds: float, estimated_wait_seconds: float,
-        tokens_per_second: float,
+        self, model: str, requests: int, pairs: int, tokens: int, oldest_seconds: float,
+        estimated_wait_seconds: float, tokens_per_second: float,
     ) -> None:
         pass
 

@@ -182,6 +182,10 @@ class ServerProcess:
         """Sum of the queue-depth gauge over models."""
         return sum(v for (name, _), v in self.metrics().items() if name == "rerankd_queue_pairs")
 
+    def queue_requests(self) -> float:
+        """Requests queued or running in the model, over models."""
+        return sum(v for (name, _), v in self.metrics().items() if name == "rerankd_queue_requests")
+
 
 
 

@@ -531,7 +531,7 @@ class Scheduler:
 
     def _report(self) -> None:
         state = self._state()
-        self.metrics.observe_queue(self.name, state.pairs, state.tokens, state.oldest_seconds,
+        self.metrics.observe_queue(self.name, state.requests, state.pairs, state.tokens, state.oldest_seconds,
                                    state.seconds_of_work, state.tokens_per_second)
 
 

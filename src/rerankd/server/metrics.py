@@ -60,6 +60,10 @@ class Metrics:
             "rerankd_queue_pairs", "Pairs queued or running in the model.", ["model"], registry=r,
             multiprocess_mode="livesum",
         )
+        self.queue_requests = Gauge(
+            "rerankd_queue_requests", "Requests queued or running in the model.", ["model"], registry=r,
+            multiprocess_mode="livesum",
+        )
         self.queue_tokens = Gauge(
             "rerankd_queue_tokens", "Tokens of the pairs queued or running in the model.", ["model"], registry=r,
             multiprocess_mode="livesum",
@@ -70,7 +74,8 @@ class Metrics:
         )
         self.estimated_wait_seconds = Gauge(
             "rerankd_estimated_wait_seconds",
-            "Seconds of work queued ahead of a new request, at the measured throughput (admission's estimate).",
+            "Seconds the work queued or running takes at the measured throughput: the wait of a new request at "
+            "least as big as any queued (admission refuses one past --max-queue-wait).",
             ["model"], registry=r, multiprocess_mode="livemax",
         )
         self.throughput = Gauge(
@@ -106,9 +111,10 @@ class Metrics:
         self.batch_tokens.labels(model).observe(padded_tokens)
 
     def observe_queue(
-        self, model: str, pairs: int, tokens: int, oldest_seconds: float, estimated_wait_seconds: float,
-        tokens_per_second: float,
+        self, model: str, requests: int, pairs: int, tokens: int, oldest_seconds: float,
+        estimated_wait_seconds: float, tokens_per_second: float,
     ) -> None:
+        self.queue_requests.labels(model).set(requests)
         self.queue_pairs.labels(model).set(pairs)
         self.queue_tokens.labels(model).set(tokens)
         self.oldest_queued_seconds.labels(model).set(oldest_seconds)
