@@ -514,7 +514,7 @@ def figures(raw: dict[str, Any], main_server: dict[str, Any] | None) -> tuple[di
                                "mean_batch_seconds": d["mean_batch_seconds"]}
         checks.add("capacity", "every request answered 200", s["requests"] - s["ok"], 0, s["ok"] == s["requests"])
 
-    max_queue_wait = (main_server or {}).get("max_queue_wait", 10.0)
+    max_queue_wait = (main_server or {}).get("max_queue_wait", 30.0)
     for name in OPEN_FACTORS:
         r = raw.get(name)
         if not r:

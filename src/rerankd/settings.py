@@ -114,7 +114,7 @@ class Settings:
                        "before any work is spent on them. TEI's name and default."),
     )
     max_queue_wait: float = field(
-        default=10.0,
+        default=30.0,
         metadata=_flag("Seconds of work that may be queued ahead of a new request, at the measured throughput "
                        "(at most --request-timeout); past that it gets 429 with a Retry-After computed from the "
                        "queue (docs/reliability.md)."),
