@@ -58,11 +58,13 @@ log = logging.getLogger(__name__)
 # against 2% for a sort of everything queued; a closed loop of 8 clients about 8%), shallow enough that a request is not held back by much of
 # the work queued after it (a deeper window lengthens every request's stay by about its depth).
 WINDOW_BATCHES = 4
-# Time constant of the throughput average, in seconds of model time: long enough to smooth batch-to-batch
-# noise, short enough to follow a change of workload within a few seconds of it. Where batches take
-# milliseconds, each still counts for at least a share of THROUGHPUT_HORIZON_BATCHES.
-THROUGHPUT_HORIZON_SECONDS = 10.0
-THROUGHPUT_HORIZON_BATCHES = 20
+# Time constant of the throughput average, in seconds of model time. Batches of long pairs run slower per
+# token than batches of short ones, and a request's pairs go longest first, so over a few seconds the speed
+# swings with the mix; a minute averages that out (with 10 s, admission's estimate of the wait ahead was
+# off by up to 15% under overload). Where batches take milliseconds, each still counts for at least a
+# share of THROUGHPUT_HORIZON_BATCHES, so a fast model's estimate settles within seconds of its start.
+THROUGHPUT_HORIZON_SECONDS = 60.0
+THROUGHPUT_HORIZON_BATCHES = 200
 
 
 # Requests within a factor of 4 of each other in tokens are one flow of the fair queue, served in order;
