@@ -148,8 +148,8 @@ def test_removing_a_request_gives_its_pairs_back_at_once() -> None:
 
 def test_throughput_meter_follows_recent_batches() -> None:
     meter = ThroughputMeter(1000.0)
-    for _ in range(200):
-        meter.observe(2000, 1.0)  # 2000 tokens/s for 200 s of model time
+    for _ in range(1000):
+        meter.observe(2000, 1.0)  # 2000 tokens/s for 1000 s of model time
     assert meter.tokens_per_second == pytest.approx(2000, rel=1e-3)
     meter.observe(500, 0.0)  # no time, no information
     assert meter.tokens_per_second == pytest.approx(2000, rel=1e-3)
