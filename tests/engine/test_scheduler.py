@@ -335,3 +335,13 @@ def test_health_reports_a_dead_model_thread_and_its_requests_get_an_answer(backe
     assert scheduler.health(stall_timeout=60) == "the model thread has died"
     with pytest.raises(RerankdError, match="model thread"):
         scheduler.submit(pairs_of(8))
+
+
+def test_throughput_meter_follows_a_slowdown_quickly_and_a_speedup_slowly() -> None:
+    meter = ThroughputMeter(1000.0)
+    for _ in range(30):
+        meter.observe(500, 1.0)  # the machine halves its speed for 30 s
+    assert meter.tokens_per_second < 600  # the short average saw it
+    for _ in range(30):
+        meter.observe(1000, 1.0)  # back to full speed for 30 s
+    assert meter.tokens_per_second < 900  # the long average still remembers the slow minute

@@ -58,13 +58,13 @@ log = logging.getLogger(__name__)
 # against 2% for a sort of everything queued; a closed loop of 8 clients about 8%), shallow enough that a request is not held back by much of
 # the work queued after it (a deeper window lengthens every request's stay by about its depth).
 WINDOW_BATCHES = 4
-# Time constant of the throughput average, in seconds of model time. Batches of long pairs run slower per
-# token than batches of short ones, and a request's pairs go longest first, so over a few seconds the speed
-# swings with the mix; a minute averages that out (with 10 s, admission's estimate of the wait ahead was
-# off by up to 15% under overload). Where batches take milliseconds, each still counts for at least a
-# share of THROUGHPUT_HORIZON_BATCHES, so a fast model's estimate settles within seconds of its start.
-THROUGHPUT_HORIZON_SECONDS = 60.0
-THROUGHPUT_HORIZON_BATCHES = 200
+# Time constants of the throughput averages, in seconds of model time. Batches of long pairs run slower per
+# token than batches of short ones, so over a few seconds the speed swings with the mix, and a minute
+# averages that out; but a machine that slows down (a noisy neighbour) is seen by a short average first.
+# Admission takes the lower of the two, so that its estimate of the wait ahead errs on the short side.
+# Where batches take milliseconds, each still counts for at least a share of a horizon's worth of
+# batches, so a fast model's estimate settles within seconds of its start.
+THROUGHPUT_HORIZONS = ((10.0, 20), (60.0, 200))  # (seconds, batches)
 
 
 # Requests within a factor of 4 of each other in tokens are one flow of the fair queue, served in order;
@@ -272,16 +272,26 @@ class FairQueue:
 
 
 class ThroughputMeter:
-    """Tokens per second of model time, averaged over the last `THROUGHPUT_HORIZON_SECONDS` of batches."""
+    """Tokens per second of model time: the lower of a short and a long moving average over batches."""
 
     def __init__(self, tokens_per_second: float = 1.0) -> None:
-        self.tokens_per_second = tokens_per_second
+        self._averages = [tokens_per_second] * len(THROUGHPUT_HORIZONS)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return min(self._averages)
+
+    @tokens_per_second.setter
+    def tokens_per_second(self, value: float) -> None:
+        self._averages = [value] * len(THROUGHPUT_HORIZONS)
 
     def observe(self, tokens: int, seconds: float) -> None:
         if seconds <= 0:
             return
-        weight = 1.0 - math.exp(-max(seconds / THROUGHPUT_HORIZON_SECONDS, 1 / THROUGHPUT_HORIZON_BATCHES))
-        self.tokens_per_second += weight * (tokens / seconds - self.tokens_per_second)
+        rate = tokens / seconds
+        for i, (horizon_seconds, horizon_batches) in enumerate(THROUGHPUT_HORIZONS):
+            weight = 1.0 - math.exp(-max(seconds / horizon_seconds, 1 / horizon_batches))
+            self._averages[i] += weight * (rate - self._averages[i])
 
 
 @dataclass(frozen=True)
