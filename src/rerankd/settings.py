@@ -144,7 +144,26 @@ class Settings:
     )
     cache_ttl: int = field(default=7 * 24 * 3600, metadata=_flag("Seconds a score lives in Redis."))
     cache_timeout: float = field(
-        default=0.25, metadata=_flag("Seconds to wait on Redis before scoring without it.")
+        default=0.25,
+        metadata=_flag("Seconds a request waits on Redis (a free connection included) before scoring without it."),
+    )
+    cache_max_connections: int = field(
+        default=16, metadata=_flag("Most connections to Redis per server process.")
+    )
+    cache_write_queue: int = field(
+        default=10_000,
+        metadata=_flag("Most pairs waiting to be written to Redis, in the background; past that, writes are "
+                       "dropped (rerankd_cache_dropped_writes_total)."),
+    )
+    cache_breaker_threshold: int = field(
+        default=3,
+        metadata=_flag("Redis failures in a row (unreachable, or slower than --cache-timeout) after which "
+                       "requests skip Redis until a probe in the background succeeds."),
+    )
+    cache_breaker_backoff: float = field(
+        default=30.0,
+        metadata=_flag("Most seconds between probes of a Redis that failed: the first comes after 1 s, each "
+                       "failed one doubles the wait up to this."),
     )
     json_logs: bool = field(
         default=False,
@@ -195,7 +214,8 @@ class Settings:
         if self.device not in DEVICES and not self.device.startswith(("cuda:", "mps:")):
             raise _invalid(f"device must be one of {', '.join(DEVICES)} or cuda:N, got {self.device!r}")
         for name in ("max_documents", "max_document_chars", "max_body_bytes", "max_queued_pairs", "cache_size",
-                     "cache_ttl", "max_concurrent_requests"):
+                     "cache_ttl", "max_concurrent_requests", "cache_max_connections", "cache_write_queue",
+                     "cache_breaker_threshold"):
             if getattr(self, name) < 1:
                 raise _invalid(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.cache_url is not None and not self.cache_url.startswith(("redis://", "rediss://", "unix://")):
@@ -203,6 +223,8 @@ class Settings:
         if self.request_timeout <= 0 or self.drain_timeout < 0 or self.cache_timeout <= 0 or self.stall_timeout <= 0:
             raise _invalid("request_timeout, cache_timeout and stall_timeout must be positive, and drain_timeout not "
                            "negative")
+        if self.cache_breaker_backoff <= 0:
+            raise _invalid(f"cache_breaker_backoff must be positive, got {self.cache_breaker_backoff:g}")
         if self.max_queue_wait <= 0:
             raise _invalid(f"max_queue_wait must be positive, got {self.max_queue_wait:g}")
         if self.backend not in BACKENDS:

@@ -46,6 +46,19 @@ class CacheMetrics(Protocol):
 
     def cache_error(self, layer: str, operation: str) -> None: ...
 
+    def cache_invalid(self, layer: str, values: int) -> None:
+        """Values read back that were malformed or not finite, taken as misses."""
+        ...
+
+    def cache_dropped(self, layer: str, pairs: int, reason: str) -> None:
+        """Writes given up: `queue_full` (the write queue had no room), `error` (the store failed them) or
+        `shutdown` (still queued when the server stopped)."""
+        ...
+
+    def cache_breaker(self, layer: str, is_open: bool) -> None:
+        """The circuit breaker in front of a layer opened (the layer is skipped) or closed."""
+        ...
+
 
 class _NoMetrics:
     """Both protocols, recording nothing."""
@@ -75,6 +88,15 @@ class _NoMetrics:
         pass
 
     def cache_error(self, layer: str, operation: str) -> None:
+        pass
+
+    def cache_invalid(self, layer: str, values: int) -> None:
+        pass
+
+    def cache_dropped(self, layer: str, pairs: int, reason: str) -> None:
+        pass
+
+    def cache_breaker(self, layer: str, is_open: bool) -> None:
         pass
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 from helpers import RedisServer
-from server_harness import QUERY, ServerProcess
+from server_harness import QUERY, ServerProcess, wait_until
 
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed (it is in the dev extra)")
 
@@ -45,7 +45,9 @@ def test_replicas_share_scores_through_redis(two_replicas: ServerProcess, shared
         first = client.post("/rerank", json=body)
         assert first.status_code == 200, first.text
         assert first.headers["x-cache-hits"] == "0"
-        assert redis.Redis.from_url(shared_redis.url).dbsize() == len(DOCUMENTS)
+        # Writes go out in the background, after the response: wait for them.
+        store = redis.Redis.from_url(shared_redis.url)
+        wait_until(lambda: store.dbsize() == len(DOCUMENTS), timeout=30, message="the writes in redis")
         # Ray spreads these over both replicas; each answer is fully cached, the same scores.
         for _ in range(6):
             again = client.post("/rerank", json=body)

@@ -1,8 +1,10 @@
-"""The score cache through the HTTP server: LRU hits, a Redis shared by two servers, and Redis failures."""
+"""The score cache through the HTTP server: LRU hits, and a Redis shared by two servers (faults: test_redis_faults.py)."""
 
 from __future__ import annotations
 
 import pytest
+import redis
+from helpers import wait_until
 
 CACHE_ON = {"RERANKD_NO_CACHE": "0"}
 DOCS = ["Pandas eat bamboo.", "Panda Express sells orange chicken.", "熊猫吃竹子。", "A long one. " * 400]
@@ -61,30 +63,15 @@ def test_two_servers_share_scores_through_redis(start_server, xlmr_dir, redis_se
     first = start_server([xlmr_dir], args, env=CACHE_ON)
     second = start_server([xlmr_dir], args, env=CACHE_ON)
     scored = rerank(first, DOCS)
+    # The first server writes to Redis in the background, after its response: wait for the writes.
+    store = redis.Redis.from_url(redis_server.url)
+    wait_until(lambda: store.dbsize() == len(DOCS), timeout=30, message="the first server's writes in redis")
     shared = rerank(second, DOCS)
     assert shared.headers["x-cache-hits"] == str(len(DOCS))
     assert second.metric("rerankd_cache_hits_total", layer="redis") == len(DOCS)
     assert by_index(scored) == by_index(shared)
     with second.client() as client:
         assert client.get("/info").json()["cache"]["kind"] == "memory+redis"
-
-
-def test_requests_keep_answering_while_redis_is_down_and_hits_return_after_restart(
-    start_server, xlmr_dir, redis_server
-):
-    args = ["--cache-url", redis_server.url, "--cache-timeout", "0.2"]
-    writer = start_server([xlmr_dir], args, env=CACHE_ON)
-    reader = start_server([xlmr_dir], args, env=CACHE_ON)
-    rerank(writer, DOCS[:2])
-    redis_server.stop()
-    for i in range(5):
-        response = rerank(writer, [f"document {i} scored while redis is down"])
-        assert response.headers["x-cache-hits"] == "0"
-    assert (writer.metric("rerankd_cache_errors_total", layer="redis", op="get") or 0) >= 1
-    redis_server.start()  # same port, empty: hits come back for what is scored from now on
-    rerank(writer, ["scored after the restart"])
-    again = rerank(reader, ["scored after the restart"])
-    assert again.headers["x-cache-hits"] == "1"
 
 
 @pytest.mark.parametrize("url", ["http://x", "redis-ish"])

@@ -2,26 +2,20 @@
 
 The value is the raw logit with the pair's token count and its length before
 truncation, so normalized and raw requests share entries and a hit reports
-usage and truncation truthfully. A Redis failure never fails a request: the
-lookup counts as a miss, a warning is logged (at most every 30 s) and counted,
-and the next request tries again, so service recovers by itself.
+usage and truncation truthfully. Redis (cache/redis_store.py) never fails a
+request: what it can't answer in time is a miss.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import math
 import struct
-import time
 from collections import OrderedDict
 from typing import NamedTuple, Protocol
 
 from rerankd.telemetry import CacheMetrics
 
-log = logging.getLogger(__name__)
-
 _VALUE = struct.Struct("<fII")
-WARN_EVERY_SECONDS = 30.0
 
 
 class CachedScore(NamedTuple):
@@ -37,16 +31,31 @@ class CachedScore(NamedTuple):
         return _VALUE.pack(self.logit, self.num_tokens, self.full_length)
 
     @classmethod
-    def unpack(cls, data: bytes) -> CachedScore:
-        return cls(*_VALUE.unpack(data))
+    def unpack(cls, data: bytes) -> CachedScore | None:
+        """The value `pack` wrote, or None for bytes that can't be one: another size, a logit that is not
+        finite, or token counts no pair has (none kept, or more kept than it had). Redis is shared and
+        outlives versions, so what comes back is checked rather than trusted."""
+        if len(data) != _VALUE.size:
+            return None
+        value = cls(*_VALUE.unpack(data))
+        if not math.isfinite(value.logit) or value.num_tokens == 0 or value.full_length < value.num_tokens:
+            return None
+        return value
 
 
 class ScoreCache(Protocol):
-    description: dict[str, object]
+    @property
+    def description(self) -> dict[str, object]:
+        """Configuration and state, for /info."""
+        ...
 
     async def get_many(self, keys: list[bytes]) -> list[CachedScore | None]: ...
 
     async def set_many(self, items: list[tuple[bytes, CachedScore]]) -> None: ...
+
+    async def flush(self) -> None:
+        """Wait until the writes made so far have reached the store (or were dropped)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -58,10 +67,13 @@ class MemoryCache:
         self.max_entries = max_entries
         self.metrics = metrics
         self._entries: OrderedDict[bytes, CachedScore] = OrderedDict()
-        self.description = {"kind": "memory", "max_entries": max_entries}
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def description(self) -> dict[str, object]:
+        return {"kind": "memory", "max_entries": self.max_entries, "entries": len(self._entries)}
 
     async def get_many(self, keys: list[bytes]) -> list[CachedScore | None]:
         found: list[CachedScore | None] = []
@@ -81,68 +93,24 @@ class MemoryCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
+    async def flush(self) -> None:
+        pass
+
     async def close(self) -> None:
         self._entries.clear()
 
 
-class RedisCache:
-    """Redis through redis-py's asyncio client: one pipelined MGET per request, SETs with a TTL."""
-
-    def __init__(self, url: str, ttl_seconds: int, timeout_seconds: float, metrics: CacheMetrics) -> None:
-        import redis.asyncio as redis
-
-        self.ttl_seconds = ttl_seconds
-        self.timeout_seconds = timeout_seconds
-        self.metrics = metrics
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds, health_check_interval=0
-        )
-        self._last_warning = 0.0
-        self.description = {"kind": "redis", "url": _redact(url), "ttl_seconds": ttl_seconds,
-                            "timeout_seconds": timeout_seconds}
-
-    def _failed(self, operation: str, exc: BaseException) -> None:
-        self.metrics.cache_error("redis", operation)
-        now = time.monotonic()
-        if now - self._last_warning >= WARN_EVERY_SECONDS:
-            self._last_warning = now
-            log.warning("redis cache %s failed, scoring without it: %s: %s", operation, type(exc).__name__, exc)
-
-    async def get_many(self, keys: list[bytes]) -> list[CachedScore | None]:
-        if not keys:
-            return []
-        try:
-            raw = await asyncio.wait_for(self._client.mget(keys), self.timeout_seconds)
-        except Exception as exc:  # any failure is a miss, never a failed request
-            self._failed("get", exc)
-            return [None] * len(keys)
-        found = [CachedScore.unpack(v) if v is not None and len(v) == _VALUE.size else None for v in raw]
-        hits = sum(v is not None for v in found)
-        self.metrics.cache_lookup("redis", hits, len(keys) - hits)
-        return found
-
-    async def set_many(self, items: list[tuple[bytes, CachedScore]]) -> None:
-        if not items:
-            return
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key, value in items:
-                    pipe.set(key, value.pack(), ex=self.ttl_seconds)
-                await asyncio.wait_for(pipe.execute(), self.timeout_seconds)
-        except Exception as exc:
-            self._failed("set", exc)
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
 class LayeredCache:
-    """The local LRU in front of Redis: Redis is asked only for what the process doesn't hold."""
+    """The local LRU in front of a shared store: the store is asked only for what the process doesn't hold."""
 
-    def __init__(self, local: MemoryCache, shared: RedisCache) -> None:
+    def __init__(self, local: MemoryCache, shared: ScoreCache) -> None:
         self.local = local
         self.shared = shared
-        self.description = {"kind": "memory+redis", "memory": local.description, "redis": shared.description}
+
+    @property
+    def description(self) -> dict[str, object]:
+        shared = self.shared.description
+        return {"kind": f"memory+{shared['kind']}", "memory": self.local.description, str(shared["kind"]): shared}
 
     async def get_many(self, keys: list[bytes]) -> list[CachedScore | None]:
         found = await self.local.get_many(keys)
@@ -161,24 +129,10 @@ class LayeredCache:
         await self.local.set_many(items)
         await self.shared.set_many(items)
 
+    async def flush(self) -> None:
+        await self.shared.flush()
+
     async def close(self) -> None:
         await self.local.close()
         await self.shared.close()
 
-
-def build_cache(
-    enabled: bool, size: int, url: str | None, ttl_seconds: int, timeout_seconds: float, metrics: CacheMetrics
-) -> ScoreCache | None:
-    if not enabled:
-        return None
-    local = MemoryCache(size, metrics)
-    if not url:
-        return local
-    return LayeredCache(local, RedisCache(url, ttl_seconds, timeout_seconds, metrics))
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest

@@ -97,6 +97,19 @@ class Metrics:
             "rerankd_cache_errors", "Cache operations that failed (the request went on without).", ["layer", "op"],
             registry=r,
         )
+        self.cache_invalid_values = Counter(
+            "rerankd_cache_invalid_values", "Values read back from the cache that were malformed or not finite "
+            "(taken as misses).", ["layer"], registry=r,
+        )
+        self.cache_dropped_writes = Counter(
+            "rerankd_cache_dropped_writes", "Pairs not written to the cache, by reason: queue_full "
+            "(--cache-write-queue), error (the store failed the write), shutdown.", ["layer", "reason"], registry=r,
+        )
+        self.cache_breaker_open = Gauge(
+            "rerankd_cache_breaker_open", "1 while the cache layer's circuit breaker is open and requests skip it "
+            "(with several workers, the number of workers skipping it).", ["layer"], registry=r,
+            multiprocess_mode="livesum",
+        )
 
     # rerankd.telemetry.EngineMetrics
     def observe_tokenize(self, model: str, seconds: float) -> None:
@@ -134,6 +147,15 @@ class Metrics:
 
     def cache_error(self, layer: str, operation: str) -> None:
         self.cache_errors.labels(layer, operation).inc()
+
+    def cache_invalid(self, layer: str, values: int) -> None:
+        self.cache_invalid_values.labels(layer).inc(values)
+
+    def cache_dropped(self, layer: str, pairs: int, reason: str) -> None:
+        self.cache_dropped_writes.labels(layer, reason).inc(pairs)
+
+    def cache_breaker(self, layer: str, is_open: bool) -> None:
+        self.cache_breaker_open.labels(layer).set(int(is_open))
 
     def exposition(self) -> bytes:
         """The Prometheus text of this process, or of every worker process in multiprocess mode."""

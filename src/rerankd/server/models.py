@@ -61,10 +61,7 @@ class ModelRegistry:
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rerankd-tokenize")
         self.in_flight = InFlightLimit(settings.max_concurrent_requests)
         # One cache for every served model: the model's identity is part of each key.
-        self.cache = build_cache(
-            not settings.no_cache, settings.cache_size, settings.cache_url, settings.cache_ttl,
-            settings.cache_timeout, metrics,
-        )
+        self.cache = build_cache(settings, metrics)
 
     @property
     def names(self) -> list[str]:

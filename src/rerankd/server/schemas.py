@@ -224,7 +224,10 @@ class Info(BaseModel):
     max_queue_wait: float = Field(description="Seconds of queued work past which a new request gets 429.")
     request_timeout: float
     truncation: str
-    cache: dict[str, Any] | None = Field(description="Score cache configuration; null when it is off.")
+    cache: dict[str, Any] | None = Field(
+        description="Score cache configuration and state (for Redis: its circuit breaker and the writes not yet "
+                    "sent); null when it is off."
+    )
     models: list[ServedModelInfo]
     state: str
 
