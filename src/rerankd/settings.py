@@ -107,7 +107,12 @@ class Settings:
     max_document_chars: int = field(
         default=200_000, metadata=_flag("Most characters in one document or query, checked before tokenizing (413).")
     )
-    max_body_bytes: int = field(default=32 * 1024 * 1024, metadata=_flag("Largest request body in bytes (413)."))
+    max_body_bytes: int = field(
+        default=8 * 1024 * 1024,
+        metadata=_flag("Largest request body in bytes (413). The default holds --max-documents documents that "
+                       "each fill --max-length in any script as JSON escapes it, and one at --max-document-chars "
+                       "(docs/api.md)."),
+    )
     max_concurrent_requests: int = field(
         default=512,
         metadata=_flag("Most requests admitted at once (tokenizing, queued or in the model); more get 429 at once, "

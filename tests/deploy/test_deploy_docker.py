@@ -121,12 +121,12 @@ def test_dockerignore_keeps_repo_weight_and_secrets_out_of_the_context() -> None
 def test_image_starts_with_the_baked_model_offline(pod: ImageProcess) -> None:
     """The runtime ENV with MODEL baked in: HF_HUB_OFFLINE=1, a hub id resolved from the image's cache."""
     assert pod.env["HF_HUB_OFFLINE"] == "1" and pod.env["RERANKD_MODEL"] == FAKE_MODEL
-    info = httpx.get(pod.url + "/info", timeout=10).json()
+    headers = {"Authorization": f"Bearer {pod.api_keys[1]}"}  # type: ignore[attr-defined]
+    info = httpx.get(pod.url + "/info", headers=headers, timeout=10).json()
     assert info["models"][0]["source"] == FAKE_MODEL and info["models"][0]["revision"] == "main"
     with httpx.Client(base_url=pod.url, timeout=30) as client:
         body = {"query": "What do giant pandas eat?", "documents": ["Pandas eat bamboo.", "Orange chicken."]}
         assert client.post("/v1/rerank", json=body).status_code == 401  # the Secret's keys are required
-        headers = {"Authorization": f"Bearer {pod.api_keys[1]}"}  # type: ignore[attr-defined]
         answer = client.post("/v1/rerank", json=body, headers=headers)
         assert answer.status_code == 200, answer.text
         assert len(answer.json()["results"]) == 2

@@ -3,6 +3,7 @@ the SIGTERM drain and clients that go away."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -36,11 +37,16 @@ def inference_body(path: str) -> dict:
     return {"query": QUERY, "documents": DOCS}
 
 
+GUARDED_BODY_LIMIT = 1024 * 1024
+
+
 @pytest.fixture(scope="module")
 def guarded(start_module_server, xlmr_dir: Path) -> ServerProcess:  # type: ignore[no-untyped-def]
-    """API keys and CORS from flags; --json-logs at the default log level."""
+    """API keys and CORS from flags; --json-logs at the default log level; a small body limit."""
     return start_module_server(
-        [xlmr_dir], ["--api-key", "k1", "--api-key", "k2", "--cors-origin", "http://x.example", "--json-logs"]
+        [xlmr_dir],
+        ["--api-key", "k1", "--api-key", "k2", "--cors-origin", "http://x.example", "--json-logs",
+         "--max-body-bytes", str(GUARDED_BODY_LIMIT)],
     )
 
 
@@ -231,6 +237,17 @@ def test_request_id_is_echoed_and_on_errors_too(client: httpx.Client) -> None:
     assert first and second and first != second
 
 
+@pytest.mark.parametrize("sent", ["x" * 129, "has space", "new\tline", "café", "a/b", "<script>", "a;b=c"])
+def test_a_request_id_too_long_or_with_odd_characters_is_replaced(client: httpx.Client, sent: str) -> None:
+    response = client.get("/health", headers={"X-Request-Id": sent.encode("utf-8")})
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+
+
+def test_a_request_id_of_128_safe_characters_is_kept(client: httpx.Client) -> None:
+    sent = ("Az09._:-" * 16)[:128]
+    assert client.get("/health", headers={"X-Request-Id": sent}).headers["x-request-id"] == sent
+
+
 # --- API keys -------------------------------------------------------------------------------------
 
 
@@ -252,12 +269,20 @@ def test_api_keys_protect_inference_routes(request: pytest.FixtureRequest, serve
 
 
 @pytest.mark.parametrize("server_fixture", ["guarded", "guarded_by_env"])
-def test_api_keys_leave_probes_and_metrics_open(request: pytest.FixtureRequest, server_fixture: str) -> None:
+def test_api_keys_leave_probes_metrics_and_the_reference_open(request: pytest.FixtureRequest,
+                                                              server_fixture: str) -> None:
     server: ServerProcess = request.getfixturevalue(server_fixture)
     with server.client() as c:
-        assert c.get("/health").status_code == 200
-        assert c.get("/ready").status_code == 200
-        assert c.get("/metrics").status_code == 200
+        for path in ("/health", "/ready", "/metrics", "/docs", "/openapi.json"):
+            assert c.get(path).status_code == 200, path
+
+
+@pytest.mark.parametrize("path", ["/info", "/v1/models"])
+def test_api_keys_guard_info_and_the_model_list(guarded: ServerProcess, path: str) -> None:
+    """They name model paths and the cache's host."""
+    with guarded.client() as c:
+        assert "api key" in assert_error_body(c.get(path), 401).lower()
+        assert c.get(path, headers={"Authorization": "Bearer k2"}).status_code == 200
 
 
 def test_api_keys_guard_tei_requests_too(guarded: ServerProcess) -> None:
@@ -266,6 +291,61 @@ def test_api_keys_guard_tei_requests_too(guarded: ServerProcess) -> None:
         assert "api key" in assert_tei_error_body(response, 401).lower()  # TEI's error shape for TEI clients
         ok = c.post("/rerank", json={"query": QUERY, "texts": DOCS}, headers={"Authorization": "Bearer k1"})
         assert ok.status_code == 200 and isinstance(ok.json(), list)
+
+
+# --- a flood of refused requests -------------------------------------------------------------------
+
+
+def test_a_flood_over_the_body_limit_and_without_keys_is_refused_fast_and_loses_nothing(
+    guarded: ServerProcess,
+) -> None:
+    """Bodies over the limit get 413 and keyless ones 401 (TEI's shape for TEI bodies), each fast; requests
+    sent in among them get their scores; the server answers afterwards."""
+    auth = {"Authorization": "Bearer k1", "content-type": "application/json"}
+    over = json.dumps({"query": QUERY, "documents": ["a" * GUARDED_BODY_LIMIT]}).encode()
+    near = json.dumps({"query": QUERY, "documents": ["a" * (GUARDED_BODY_LIMIT - 1000)]}).encode()
+    tei = json.dumps({"query": QUERY, "texts": ["a" * (GUARDED_BODY_LIMIT // 2)]}).encode()
+    valid = {"query": QUERY, "documents": DOCS}
+    with guarded.client() as c:
+        expected = [r["relevance_score"] for r in c.post("/rerank", json=valid, headers=auth).json()["results"]]
+    sends = {  # kind -> (body, headers, status)
+        "over": (over, auth, 413),
+        "over, no key": (over, {"content-type": "application/json"}, 413),
+        "no key": (near, {"content-type": "application/json"}, 401),
+        "tei, no key": (tei, {"content-type": "application/json"}, 401),
+        "wrong key": (near, {**auth, "Authorization": "Bearer nope"}, 401),
+    }
+    kinds = [*sends] * 16 + ["valid"] * 16
+
+    async def flood() -> list[tuple[str, httpx.Response, float]]:
+        limits = httpx.Limits(max_connections=16)
+        async with httpx.AsyncClient(base_url=guarded.url, timeout=60, limits=limits) as c:
+            async def one(kind: str) -> tuple[str, httpx.Response, float]:
+                started = time.monotonic()
+                if kind == "valid":
+                    response = await c.post("/rerank", json=valid, headers=auth)
+                else:
+                    response = await c.post("/rerank", content=sends[kind][0], headers=sends[kind][1])
+                return kind, response, time.monotonic() - started
+
+            return await asyncio.gather(*(one(kind) for kind in kinds[::2] + kinds[1::2]))
+
+    answers = asyncio.run(flood())
+    for kind, response, seconds in answers:
+        if kind == "valid":
+            assert response.status_code == 200, response.text
+            assert [r["relevance_score"] for r in response.json()["results"]] == pytest.approx(expected)
+            continue
+        status = sends[kind][2]
+        if kind.startswith("tei"):
+            assert_tei_error_body(response, status)
+        else:
+            assert_error_body(response, status)
+        assert seconds < 10, (kind, seconds)  # a generous bound: on an idle machine each takes milliseconds
+    assert guarded.returncode is None
+    with guarded.client() as c:
+        assert c.get("/health").status_code == 200
+        assert c.post("/rerank", json=valid, headers=auth).status_code == 200
 
 
 # --- CORS -----------------------------------------------------------------------------------------
@@ -289,6 +369,10 @@ def test_cors_origin_flag_allows_that_origin(guarded: ServerProcess) -> None:
         )
         assert response.status_code == 200
         assert response.headers["access-control-allow-origin"] == "http://x.example"
+        exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
+        assert {"x-request-id", "x-cache-hits", *TIMING_HEADERS} <= exposed
+        denied = c.post("/rerank", json={"query": QUERY, "documents": DOCS}, headers={"Origin": "http://x.example"})
+        assert denied.status_code == 401 and denied.headers["access-control-allow-origin"] == "http://x.example"
         preflight = c.options(
             "/rerank",
             headers={

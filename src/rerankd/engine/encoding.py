@@ -8,12 +8,15 @@ pair fits `max_length`.
 Texts are tokenized by a private copy of the model's Rust tokenizer with
 truncation and padding switched off. It holds no per-call state, so threads
 can share it without a lock, and every query is tokenized once per call.
+
+A text is tokenized only as far as its tokens can be used (see `PairEncoder.heads`),
+so a request's memory follows `max_length`, not the length of its documents.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +29,19 @@ log = logging.getLogger(__name__)
 # Texts that exercise normalisation, CJK, accents and whitespace; used once at
 # start-up to prove the private tokenizer copy equals the model's tokenizer.
 _PROBES = ("Hello, World!", "  two  spaces ", "熊猫吃竹子。", "ＡＢＣ１２３ café naïve", "x" * 40, "")
+# A text's first cut, in characters per token wanted: enough for English (about 4.5 per token) and Chinese
+# (about 1.5) to come out in one cut plus the one that checks it.
+_FIRST_CUT_CHARS_PER_TOKEN = 6
+# Characters tokenized in one call while texts are cut: what a request's tokenization holds at once.
+_GROUP_CHARS = 1 << 18
 
 
 class EncodedPair:
-    """Model input ids of one pair, and how long the pair was before it was cut to fit."""
+    """Model input ids of one pair, and how long the pair was before it was cut to fit.
+
+    A pair that was cut was tokenized only part of the way, so its `full_length` is then a
+    lower bound (the tokens seen), always more than `num_tokens`; uncut, it is exact.
+    """
 
     __slots__ = ("full_length", "input_ids", "token_type_ids")
 
@@ -129,23 +141,59 @@ class PairEncoder:
             )
         self._tokenizer = tokenizer
         self._rust = _untruncated_copy(tokenizer)
-        if self._ids_rust(list(_PROBES)) != self._ids_reference(list(_PROBES)):
+        if self._encode_rust(list(_PROBES)) != self._encode_reference(list(_PROBES)):
             log.warning("tokenizer %s post-processes in Python; using it directly", type(tokenizer).__name__)
             self._rust = None
 
-    def _ids_rust(self, texts: list[str]) -> list[list[int]]:
+    def _encode_rust(self, texts: list[str]) -> list[tuple[list[int], list[int | None]]]:
         assert self._rust is not None
-        return [e.ids for e in self._rust.encode_batch(texts, add_special_tokens=False)]
+        return [(e.ids, e.word_ids) for e in self._rust.encode_batch(texts, add_special_tokens=False)]
 
-    def _ids_reference(self, texts: list[str]) -> list[list[int]]:
-        return self._tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    def _encode_reference(self, texts: list[str]) -> list[tuple[list[int], list[int | None]]]:
+        encoded = self._tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
+        return [(ids, encoded.word_ids(k)) for k, ids in enumerate(encoded["input_ids"])]
+
+    def _encode(self, texts: list[str]) -> list[tuple[list[int], list[int | None]]]:
+        """Ids of each text, and the word (pre-tokenizer split) each id came from."""
+        if not texts:
+            return []
+        return self._encode_rust(texts) if self._rust is not None else self._encode_reference(texts)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Ids of each text, with no special tokens and no truncation."""
-        texts = list(texts)
-        if not texts:
-            return []
-        return self._ids_rust(texts) if self._rust is not None else self._ids_reference(texts)
+        return [ids for ids, _ in self._encode(list(texts))]
+
+    def heads(self, texts: Sequence[str], wanted: Sequence[int]) -> list[list[int]]:
+        """The first `wanted[i]` ids of each text, the same as tokenizing it whole gives (all of them when
+        it has fewer), from as little of it as that takes.
+
+        Each text is cut, tokenized, and its cut doubled until the wanted ids lie before the word the cut
+        splits (the tokenizer's model sees one word at a time, so only that word can change) and come out
+        the same at two cuts, or until the cut holds the whole text. No fixed margin is safe for every
+        tokenizer, so both are checked. A text costs about what is wanted of it, except inside one very
+        long word; at most `_GROUP_CHARS` characters are tokenized at once.
+        """
+        heads: list[list[int]] = [[] for _ in texts]
+        cuts = [max(1, n) * _FIRST_CUT_CHARS_PER_TOKEN for n in wanted]
+        earlier: dict[int, list[int]] = {}  # text -> its wanted ids at the previous cut
+        pending = list(range(len(texts)))
+        while pending:
+            unsettled = []
+            for group in _groups(pending, [min(cuts[i], len(texts[i])) for i in pending]):
+                for i, (ids, words) in zip(group, self._encode([texts[i][: cuts[i]] for i in group]), strict=True):
+                    head = ids[: wanted[i]]
+                    if cuts[i] >= len(texts[i]):
+                        heads[i] = head
+                        continue
+                    if words and words.index(words[-1]) >= wanted[i]:  # all before the word the cut splits
+                        if earlier.get(i) == head:
+                            heads[i] = head
+                            continue
+                        earlier[i] = head
+                    cuts[i] *= 2
+                    unsettled.append(i)
+            pending = unsettled
+        return heads
 
     def encode(
         self,
@@ -159,34 +207,48 @@ class PairEncoder:
         `max_length` (at most the encoder's) and `max_document_tokens` tighten
         the cut for one call, as an API request may ask.
         """
-        full_query = self.token_ids([query])[0]
-        return [
-            self._pair(full_query, doc_ids, max_length, max_document_tokens) for doc_ids in self.token_ids(documents)
-        ]
+        return self.encode_pairs([(query, d) for d in documents], max_length, max_document_tokens)
 
     def encode_pairs(
         self, pairs: Sequence[tuple[str, str]], max_length: int | None = None, max_document_tokens: int | None = None
     ) -> list[EncodedPair]:
-        """Arbitrary pairs, in order; each distinct query is tokenized once."""
-        queries = list(dict.fromkeys(q for q, _ in pairs))
-        query_ids = dict(zip(queries, self.token_ids(queries), strict=True))
-        doc_ids = self.token_ids([d for _, d in pairs])
-        return [
-            self._pair(query_ids[q], d, max_length, max_document_tokens) for (q, _), d in zip(pairs, doc_ids, strict=True)
-        ]
+        """Arbitrary pairs, in order; each distinct query is tokenized once.
 
-    def _pair(
-        self, full_query: list[int], doc_ids: list[int], max_length: int | None, max_document_tokens: int | None
-    ) -> EncodedPair:
+        Each text is tokenized one id past what the pair keeps of it, which says whether it was cut.
+        """
         special = self.template.num_special_tokens
         limit = min(max_length, self.max_length) if max_length else self.max_length
         # The query keeps its own budget, but leaves at least one token of room for the document.
-        query_ids = full_query[: max(1, min(self.query_max_length, limit - special - 1))]
-        keep = limit - special - len(query_ids)
-        if max_document_tokens is not None:
-            keep = min(keep, max_document_tokens)
-        ids, types = self.template.build(query_ids, doc_ids[:keep], self.with_token_types)
-        return EncodedPair(ids, types, len(full_query) + len(doc_ids) + special)
+        query_room = max(1, min(self.query_max_length, limit - special - 1))
+        queries = list(dict.fromkeys(q for q, _ in pairs))
+        query_heads = dict(zip(queries, self.heads(queries, [query_room + 1] * len(queries)), strict=True))
+        rooms = []
+        for query, _ in pairs:
+            room = limit - special - min(len(query_heads[query]), query_room)
+            rooms.append(room if max_document_tokens is None else min(room, max_document_tokens))
+        doc_heads = self.heads([d for _, d in pairs], [room + 1 for room in rooms])
+        return [
+            self._pair(query_heads[q], query_room, d, room)
+            for (q, _), d, room in zip(pairs, doc_heads, rooms, strict=True)
+        ]
+
+    def _pair(self, query_head: list[int], query_room: int, doc_head: list[int], doc_room: int) -> EncodedPair:
+        ids, types = self.template.build(query_head[:query_room], doc_head[:doc_room], self.with_token_types)
+        return EncodedPair(ids, types, len(query_head) + len(doc_head) + self.template.num_special_tokens)
+
+
+def _groups(indices: list[int], sizes: list[int]) -> Iterator[list[int]]:
+    """`indices` in runs of at most `_GROUP_CHARS` characters (a longer text alone)."""
+    group: list[int] = []
+    total = 0
+    for i, size in zip(indices, sizes, strict=True):
+        if group and total + size > _GROUP_CHARS:
+            yield group
+            group, total = [], 0
+        group.append(i)
+        total += size
+    if group:
+        yield group
 
 
 def _untruncated_copy(tokenizer: Any) -> Tokenizer:

@@ -168,16 +168,18 @@ class ScoringService:
                 pairs = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, encode)
             tokenize_seconds = time.perf_counter() - started
             self.metrics.observe_tokenize(self.name, tokenize_seconds)
+            # Only uncut pairs were tokenized whole; a cut one prices at the limit whatever its length.
             special = self.encoder.template.num_special_tokens
-            self.estimator.observe(sum(len(queries[i]) + len(documents[i]) for i in todo),
-                                   sum(p.full_length - special for p in pairs))
+            whole = [(i, p) for i, p in zip(todo, pairs, strict=True) if not p.truncated]
+            self.estimator.observe(sum(len(queries[i]) + len(documents[i]) for i, _ in whole),
+                                   sum(p.full_length - special for _, p in whole))
 
             # A cap the request asked for (max_tokens_per_doc, truncate_prompt_tokens) is truncation it accepted.
             # Cached pairs need no check: the mode is part of their key, and "error" never stores a cut pair.
             if not truncate and max_length is None and max_document_tokens is None:
                 for i, pair in zip(todo, pairs, strict=True):
                     if pair.truncated:
-                        raise self._too_long(queries[i], i, pair.full_length)
+                        raise self._too_long(queries[i], documents[i], i)
             permit.confirm(len(pairs), sum(p.num_tokens for p in pairs))
             job = self.scheduler.submit(pairs, deadline)
             permit.queued()
@@ -232,8 +234,10 @@ class ScoringService:
         query_tokens = min(self.estimator.tokens(len(query)), self.encoder.query_max_length)
         return min(limit, self.encoder.template.num_special_tokens + query_tokens + self.estimator.tokens(len(document)))
 
-    def _too_long(self, query: str, index: int, full_length: int) -> RerankdError:
-        query_tokens = len(self.encoder.token_ids([query])[0])
+    def _too_long(self, query: str, document: str, index: int) -> RerankdError:
+        # The encoder stopped one token past the limit; the message counts this one pair whole, to say by how much.
+        query_tokens, document_tokens = map(len, self.encoder.token_ids([query, document]))
+        full_length = query_tokens + document_tokens + self.encoder.template.num_special_tokens
         if query_tokens > self.encoder.query_max_length:
             return RerankdError(
                 ErrorKind.INPUT_TOO_LARGE,

@@ -17,12 +17,13 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from rerankd import __version__
+from rerankd.server.auth import ApiKeyMiddleware
 from rerankd.server.drain import drain_before_exit
 from rerankd.server.errors import install_error_handlers
 from rerankd.server.metrics import Metrics
 from rerankd.server.middleware import InFlight, ServingMiddleware, access_log
 from rerankd.server.models import ModelRegistry
-from rerankd.server.routes import build_router
+from rerankd.server.routes import COST_HEADERS, build_router
 from rerankd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,12 +145,17 @@ def create_app(
 
     if settings.json_logs:
         _json_logs()
+    # Outermost last: the body limit, ids and metrics, then CORS (its preflights need no key, and a 401
+    # carries its headers), then the API key, before the app reads any body.
+    if settings.api_key:
+        app.add_middleware(ApiKeyMiddleware, keys=settings.api_key)
     if settings.cors_origin:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origin),
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+            expose_headers=["X-Request-Id", *COST_HEADERS],
         )
     app.add_middleware(
         ServingMiddleware,

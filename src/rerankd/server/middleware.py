@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from typing import Any
@@ -16,6 +17,8 @@ from rerankd.server.errors import error_response
 from rerankd.server.metrics import Metrics
 
 access_log = logging.getLogger("rerankd.access")
+# A client's X-Request-Id is kept when it is this; otherwise the request gets a generated one.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class InFlight:
@@ -66,7 +69,9 @@ class ServingMiddleware:
             return
         started = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = headers.get("x-request-id", "")
+        if not _REQUEST_ID.fullmatch(request_id):  # it is echoed and logged: no control characters, no floods
+            request_id = uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import math
 import time
 import uuid
@@ -85,15 +83,14 @@ async def _until_done(request: Request, work: Awaitable[Scored], timeout: float)
     raise RerankdError(ErrorKind.TIMEOUT, f"the request did not finish within {timeout:g} s (--request-timeout)")
 
 
+# What a scored response says about its cost; CORS lets browser clients read them (server/app.py).
+COST_HEADERS = ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time", "x-cache-hits")
+
+
 def _timing_headers(response: Response, scored: Scored, started: float) -> None:
-    for name, seconds in (
-        ("x-tokenization-time", scored.tokenize_seconds),
-        ("x-queue-time", scored.queue_seconds),
-        ("x-inference-time", scored.inference_seconds),
-        ("x-total-time", time.perf_counter() - started),
-    ):
-        response.headers[name] = f"{seconds * 1000:.2f}"
-    response.headers["x-cache-hits"] = str(scored.cache_hits)
+    seconds = (scored.tokenize_seconds, scored.queue_seconds, scored.inference_seconds, time.perf_counter() - started)
+    values = [*(f"{s * 1000:.2f}" for s in seconds), str(scored.cache_hits)]
+    response.headers.update(dict(zip(COST_HEADERS, values, strict=True)))
 
 
 def _document_texts(documents: list[str | dict[str, Any]], rank_fields: list[str] | None) -> list[str]:
@@ -123,32 +120,14 @@ def _invalid_field(loc: tuple, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": "value_error"}])
 
 
-async def _is_tei_body(request: Request) -> bool:
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return False
-    return isinstance(body, dict) and "texts" in body
-
-
 def _effective_max_length(truncate_prompt_tokens: int | None) -> int | None:
     return truncate_prompt_tokens if truncate_prompt_tokens and truncate_prompt_tokens > 0 else None
 
 
 def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, draining: asyncio.Event) -> APIRouter:
     router = APIRouter()
-    keys = [k.encode() for k in settings.api_key]
 
-    async def guard(request: Request) -> None:
-        if keys:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.encode(), k) for k in keys):
-                if await _is_tei_body(request):  # TEI clients get TEI's error shape, as for every other error
-                    request.state.dialect = "tei"
-                raise HTTPException(
-                    401, "missing or wrong API key; send 'Authorization: Bearer KEY'",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+    async def not_draining() -> None:  # API keys were checked before the body was read (server/auth.py)
         if draining.is_set():
             raise RerankdError(ErrorKind.TIMEOUT, "the server is shutting down; retry on another replica")
 
@@ -167,13 +146,13 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         response_model=RerankResponse | list[TEIRank],
         response_model_exclude_none=True,
         responses={**_ERRORS, "4XX": {"model": TEIErrorResponse, "description": "TEI requests get TEI errors"}},
-        dependencies=[Depends(guard)],
+        dependencies=[Depends(not_draining)],
         summary="Rerank documents (Cohere v1/v2, Jina, vLLM; TEI with `texts`)",
     )
     @router.post("/v1/rerank", include_in_schema=False, response_model=RerankResponse | list[TEIRank],
-                 response_model_exclude_none=True, dependencies=[Depends(guard)])
+                 response_model_exclude_none=True, dependencies=[Depends(not_draining)])
     @router.post("/v2/rerank", include_in_schema=False, response_model=RerankResponse | list[TEIRank],
-                 response_model_exclude_none=True, dependencies=[Depends(guard)])
+                 response_model_exclude_none=True, dependencies=[Depends(not_draining)])
     async def rerank(body: RerankRequest, request: Request, response: Response) -> Any:
         """Score each document against the query and return them best first.
 
@@ -242,9 +221,9 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             ),
         )
 
-    @router.post("/score", response_model=ScoreResponse, responses=_ERRORS, dependencies=[Depends(guard)],
+    @router.post("/score", response_model=ScoreResponse, responses=_ERRORS, dependencies=[Depends(not_draining)],
                  summary="Score text pairs (vLLM)")
-    @router.post("/v1/score", include_in_schema=False, response_model=ScoreResponse, dependencies=[Depends(guard)])
+    @router.post("/v1/score", include_in_schema=False, response_model=ScoreResponse, dependencies=[Depends(not_draining)])
     async def score(body: ScoreRequest, request: Request, response: Response) -> ScoreResponse:
         """vLLM's score API: `text_1` against each of `text_2` (1:N), or pair by pair (N:N)."""
         started = time.perf_counter()
@@ -296,8 +275,10 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             return Status(status="ready")
         return JSONResponse({"status": state.value}, status_code=503)
 
-    @router.get("/info", response_model=Info, summary="Model, limits and version")
+    @router.get("/info", response_model=Info, responses={401: _ERRORS[401]}, summary="Model, limits and version")
     async def info() -> Info:
+        """What is served and under which limits. Needs the API key when keys are set: it names model paths
+        and the cache's host."""
         models = [
             ServedModelInfo(
                 name=name, source=loaded.source, revision=loaded.revision, model_type=loaded.model_type,
@@ -328,7 +309,8 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             state=(State.DRAINING if draining.is_set() else registry.state).value,
         )
 
-    @router.get("/v1/models", response_model=ModelList, summary="Served models (OpenAI shape)")
+    @router.get("/v1/models", response_model=ModelList, responses={401: _ERRORS[401]},
+                summary="Served models (OpenAI shape)")
     async def list_models() -> ModelList:
         created = int(time.time())
         return ModelList(data=[ModelCard(id=name, created=created, max_model_len=settings.max_length)
