@@ -70,6 +70,7 @@ class ExportInfo:
     opset: int
     max_abs_logit_diff: float  # against torch fp32 on the check pairs
     spearman: float | None  # INT8 only: rank correlation with fp32 on the reference pairs
+    gate_cpu: str | None = None  # INT8 only: the CPU extensions the gate ran on (rerankd.model.quality.cpu_features)
 
 
 @dataclass(frozen=True)
@@ -172,10 +173,15 @@ def _quantize_int8(graph: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = _stage_path(graph.parent.parent, "int8")
-    # Signed per-channel weights. ONNX's shape inference can't see through ORT's fused operators, so
-    # tensors it can't type are declared fp32 (all of them are, before quantisation).
+    # Signed per-channel weights in 7 bits (reduce_range). Without VNNI, ONNX Runtime multiplies u8 activations
+    # by s8 weights with VPMADDUBSW, whose 16-bit sums of two products saturate on full-range weights: the
+    # mini fixture fell from Spearman 0.98 to 0.43 on AVX2. 7-bit weights can't saturate and keep the u8s8
+    # kernels' speed (u8u8, the other safe form, ran 30% slower); docs/backends.md has the figures. The gate
+    # runs on the exporting CPU only, so the graph must be safe on every CPU it may be served on.
+    # ONNX's shape inference can't see through ORT's fused operators, so tensors it can't type are declared
+    # fp32 (all of them are, before quantisation).
     with _without_preprocessing_advice():
-        quantize_dynamic(graph, out, weight_type=QuantType.QInt8, per_channel=True,
+        quantize_dynamic(graph, out, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
                          use_external_data_format=_large(graph),
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return out
@@ -230,7 +236,7 @@ def _check(
     if quantize:
         report = compare(reference, candidate)
         enforce(report, f"the INT8 ONNX export of {source}", MIN_SPEARMAN, force)
-        return ExportInfo(source, "int8", optimize, OPSET, diff, report.spearman)
+        return ExportInfo(source, "int8", optimize, OPSET, diff, report.spearman, report.cpu)
     if diff > PARITY_TOLERANCE:
         raise RerankdError(
             ErrorKind.INFERENCE,

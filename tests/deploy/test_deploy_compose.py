@@ -104,7 +104,7 @@ def test_the_rerankd_service_runs_with_redis_and_drains_on_sigterm(
             first = httpx.post(process.url + "/v1/rerank", json=body, timeout=30)
             assert first.status_code == 200 and first.headers["x-cache-hits"] == "0"
             store = redis.Redis.from_url(server.url)
-            wait_until(lambda: store.dbsize() == 2, timeout=10, message="both scores written to the shared cache")
+            wait_until(lambda: store.dbsize() == 2, timeout=60, message="both scores written to the shared cache")
             assert process.terminate(timeout=30) == 0
             assert "draining" in process.logs()
         finally:

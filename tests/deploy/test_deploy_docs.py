@@ -51,7 +51,7 @@ def test_documented_log_line_has_the_fields_the_server_writes(pod: ImageProcess)
         return [json.loads(line) for line in pod.logs().splitlines() if request_id in line and line.startswith("{")]
 
     # The access line is written once the response is out: poll for it.
-    wait_until(lambda: bool(logged()), timeout=10, message="the request's access log line")
+    wait_until(lambda: bool(logged()), timeout=60, message="the request's access log line")
     lines = logged()
     assert len(lines) == 1
     real = lines[0]

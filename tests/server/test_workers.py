@@ -23,6 +23,8 @@ from rerankd.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn" / "gunicorn.conf.py"
 TEI_TEXTS = ["Pandas eat bamboo.", "大熊猫吃竹子。", "Panda Express sells orange chicken."]
+# A deadline on events (a log line, a metric), never a measurement: generous, so a busy machine only waits longer.
+EVENT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -111,50 +113,55 @@ def test_metrics_add_up_requests_served_by_both_workers(two_workers: ServerProce
                                   headers={"X-Request-Id": request_id}, timeout=30)
             assert response.status_code == 200
             sent.append(request_id)
-        wait_until(lambda: set(sent) <= set(pids_by_request_id(two_workers)), timeout=5, message="access log lines")
+        wait_until(lambda: set(sent) <= set(pids_by_request_id(two_workers)), timeout=EVENT_S,
+                   message="access log lines")
     served_by = {pids_by_request_id(two_workers)[i] for i in sent}
     assert len(served_by) == 2, f"one worker served all {len(sent)} requests"
 
     wait_until(lambda: request_counts(two_workers) == (before[0] + len(sent), before[1] + len(sent)),
-               timeout=5, message=f"{len(sent)} more requests counted")
+               timeout=EVENT_S, message=f"{len(sent)} more requests counted")
     assert two_workers.queue_pairs() == 0
 
 
 def test_sigterm_drains_every_worker_and_exits_zero(start_server, xlmr_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    drain_timeout = 30
+    # The slow request takes a few seconds alone; a drain deadline this long only bounds a busy machine's wait.
+    drain_timeout = EVENT_S
     server: ServerProcess = start_server([xlmr_dir], ["--workers", "2", "--drain-timeout", str(drain_timeout)])
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(
             httpx.post, server.url + "/rerank",
-            json={"query": QUERY, "documents": slow_documents(1000), "return_documents": False}, timeout=120,
+            json={"query": QUERY, "documents": slow_documents(1000), "return_documents": False},
+            timeout=drain_timeout + EVENT_S,
         )
-        wait_until(lambda: slow.done() or server.queue_pairs() > 0, timeout=30, message="the slow request in the model")
+        wait_until(lambda: slow.done() or server.queue_pairs() > 0, timeout=EVENT_S,
+                   message="the slow request in the model")
         assert not slow.done(), "the slow request finished before SIGTERM; make it slower"
 
         server.signal(signal.SIGTERM)  # to the supervisor only, as `docker stop` or Kubernetes do
         signalled = time.monotonic()
-        wait_until(lambda: server.logs().count("SIGTERM: draining") == 2, timeout=10, message="both workers draining")
+        wait_until(lambda: server.logs().count("SIGTERM: draining") == 2, timeout=EVENT_S,
+                   message="both workers draining")
         # The idle worker stops; the busy one still answers, and refuses new work.
         refused = None
-        for _ in range(20):
+        deadline = time.monotonic() + EVENT_S
+        while refused is None and time.monotonic() < deadline:
             try:
-                refused = httpx.post(server.url + "/rerank", json={"query": QUERY, "documents": DOCS}, timeout=10)
-                break
+                refused = httpx.post(server.url + "/rerank", json={"query": QUERY, "documents": DOCS}, timeout=EVENT_S)
             except httpx.TransportError:  # caught the idle worker closing
                 time.sleep(0.05)
         assert not slow.done(), "the slow request finished during the probe; make it slower"
         assert refused is not None and "shutting down" in assert_error_body(refused, 503)
 
-        response = slow.result(timeout=drain_timeout + 30)
+        response = slow.result(timeout=drain_timeout + EVENT_S)
     assert response.status_code == 200, response.text
     assert len(response.json()["results"]) == 1000
-    assert server.wait(timeout=drain_timeout + 15) == 0, server.logs()
+    assert server.wait(timeout=drain_timeout + EVENT_S) == 0, server.logs()
     assert time.monotonic() - signalled < drain_timeout
 
 
 def test_a_model_that_does_not_load_stops_every_worker_with_exit_status_1(start_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server: ServerProcess = start_server([tmp_path / "no-such-model"], ["--workers", "2"], wait=False)
-    assert server.wait(timeout=60) == 1, server.logs()
+    assert server.wait(timeout=EVENT_S) == 1, server.logs()
     assert "model directory not found" in server.logs()
     assert "a worker process failed to start" in server.logs()
 
@@ -183,9 +190,9 @@ def test_gunicorn_example_serves_with_two_workers(xlmr_dir: Path, reranker, tmp_
             scores = {r["index"]: r["relevance_score"] for r in response.json()["results"]}
             expected = reranker.compute_score([(QUERY, d) for d in DOCS])
             assert [scores[i] for i in range(len(DOCS))] == pytest.approx(expected, abs=1e-5)
-        wait_until(lambda: request_counts(server)[0] == 6, timeout=5, message="6 requests counted")
+        wait_until(lambda: request_counts(server)[0] == 6, timeout=EVENT_S, message="6 requests counted")
         assert server.logs().count("Booting worker") == 2
-        assert server.stop(timeout=30) == 0, server.logs()
+        assert server.stop(timeout=EVENT_S) == 0, server.logs()
         assert server.logs().count("SIGTERM: draining") == 2, "a worker did not drain"
     finally:
         server.kill()

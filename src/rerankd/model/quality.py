@@ -9,8 +9,9 @@ and the Spearman rank correlation of their logits must reach a bound.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +23,10 @@ log = logging.getLogger(__name__)
 # Our random-weight fixtures (mini to m3 shapes) keep 0.95-0.99 under dynamic INT8 (docs/backends.md);
 # a broken quantisation lands near 0. No real model could be measured here.
 MIN_SPEARMAN = 0.9
+# The extensions CPU INT8 kernels choose between (x86, then Arm). The gate's verdict names them because the
+# same INT8 model can round differently on another CPU: without VNNI, x86 multiplies u8 by s8 with VPMADDUBSW,
+# whose 16-bit pair sums saturate on full-range weights (docs/backends.md).
+_INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
 _QUERIES = 6
 _DOCUMENTS_PER_QUERY = 6
 
@@ -59,15 +64,31 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+@cache
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """This CPU's INT8-relevant extensions, from /proc/cpuinfo (e.g. "avx2, avx512f, avx512_vnni"), or "unknown"."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:  # not Linux
+        return "unknown"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86, Arm
+            found = [flag for flag in _INT8_CPU_FLAGS if flag in value.split()]
+            return ", ".join(found) if found else "none of " + ", ".join(_INT8_CPU_FLAGS)
+    return "unknown"
+
+
 @dataclass(frozen=True)
 class QualityReport:
     spearman: float
     max_abs_logit_diff: float
     pairs: int
+    cpu: str = field(default_factory=cpu_features)
 
     def __str__(self) -> str:
         return (f"Spearman {self.spearman:.4f} against fp32 on {self.pairs} reference pairs "
-                f"(max |logit difference| {self.max_abs_logit_diff:.3g})")
+                f"(max |logit difference| {self.max_abs_logit_diff:.3g}; CPU: {self.cpu})")
 
 
 def compare(fp32: np.ndarray, quantised: np.ndarray) -> QualityReport:

@@ -19,6 +19,8 @@ def quantize_dynamic_int8(model: torch.nn.Module, tokenizer: Any, what: str) -> 
 
     torch 2.10+ marks `torch.ao` quantisation deprecated in favour of torchao, but it is
     still the only CPU INT8 path that needs no extra package; its warnings are silenced.
+    Its x86 kernels quantise activations to 7 bits (`reduce_range`), so unlike ONNX Runtime's
+    default they can't saturate without VNNI: the gate measured within 0.01 on AVX2 (docs/backends.md).
     """
     reference = _reference_logits(model, tokenizer)
     with warnings.catch_warnings():
