@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, XLMRobertaModel
@@ -85,3 +86,17 @@ def test_unavailable_device_is_a_clear_error(xlmr_dir):
 def test_invalid_settings_are_refused(changes, message):
     with pytest.raises(RerankdError, match=message):
         Settings(**changes)
+
+
+def test_cpu_fp32_forward_passes_run_without_onednn_and_leave_its_setting_alone(xlmr_dir):
+    # oneDNN's per-shape kernel cache makes a long-running server's memory grow (see TorchBackend).
+    from rerankd.model import TorchBackend
+
+    backend = TorchBackend(load_model(Settings(model=str(xlmr_dir), device="cpu")))
+    seen = []
+    model = backend._model
+    backend._model = lambda **inputs: seen.append(torch.backends.mkldnn.is_available() and
+                                                  torch._C._get_mkldnn_enabled()) or model(**inputs)
+    backend.forward({"input_ids": np.array([[0, 5, 2]]), "attention_mask": np.array([[1, 1, 1]])})
+    assert seen == [False]
+    assert torch._C._get_mkldnn_enabled()
