@@ -126,7 +126,10 @@ def test_metrics_add_up_requests_served_by_both_workers(two_workers: ServerProce
 def test_sigterm_drains_every_worker_and_exits_zero(start_server, xlmr_dir: Path) -> None:  # type: ignore[no-untyped-def]
     # The slow request takes a few seconds alone; a drain deadline this long only bounds a busy machine's wait.
     drain_timeout = EVENT_S
-    server: ServerProcess = start_server([xlmr_dir], ["--workers", "2", "--drain-timeout", str(drain_timeout)])
+    server: ServerProcess = start_server([xlmr_dir], ["--workers", "2", "--drain-timeout", str(drain_timeout)],
+                                         env={"RERANKD_LOG_LEVEL": "info"})
+    # /ready answers once one worker is up; a worker still loading when SIGTERM comes exits without a drain.
+    wait_until(lambda: server.logs().count("ready: serving") == 2, timeout=EVENT_S, message="both workers ready")
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(
             httpx.post, server.url + "/rerank",
