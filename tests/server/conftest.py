@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import RedisServer
 from server_harness import ServerProcess
 
 # Server-side fp32 on the CPU, so scores can be compared with the library's `reranker` fixture.
@@ -71,3 +72,12 @@ def default_server(xlmr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def client(default_server: ServerProcess) -> Iterator[httpx.Client]:
     with default_server.client() as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, for the tests of one module."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()

@@ -17,14 +17,6 @@ DOCUMENTS = ["Giant pandas eat bamboo shoots.", "大熊猫吃竹子。", "Red pa
 
 
 @pytest.fixture(scope="module")
-def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def two_replicas(start_module_server, xlmr_dir: Path, shared_redis: RedisServer) -> Iterator[ServerProcess]:  # type: ignore[no-untyped-def]
     # --cache-size 1: a replica's own LRU holds one pair, so a request whose pairs are all cached was served
     # from Redis, whichever replica took it.
