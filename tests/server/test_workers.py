@@ -183,10 +183,12 @@ class GunicornProcess(ServerProcess):
 )
 def test_gunicorn_example_serves_with_two_workers(xlmr_dir: Path, reranker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     env = {"RERANKD_MODEL": str(xlmr_dir), "RERANKD_DEVICE": "cpu", "RERANKD_DTYPE": "fp32", "RERANKD_WORKERS": "2",
-           "RERANKD_NO_CACHE": "1", "RERANKD_DRAIN_TIMEOUT": "5"}
+           "RERANKD_NO_CACHE": "1", "RERANKD_DRAIN_TIMEOUT": "5", "RERANKD_LOG_LEVEL": "info"}
     server = GunicornProcess([], env=env, log_dir=tmp_path)
     try:
         server.start()
+        # /ready answers once one worker is up; a worker still loading when SIGTERM comes exits without a drain.
+        wait_until(lambda: server.logs().count("ready: serving") == 2, timeout=EVENT_S, message="both workers ready")
         for _ in range(6):
             response = httpx.post(server.url + "/rerank", json={"query": QUERY, "documents": DOCS}, timeout=30)
             assert response.status_code == 200, response.text
