@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,10 @@ import pytest
 import yaml
 from deploy_support import (
     DEPLOY,
+    DEPLOY_DOC,
     DOCKERFILES,
     K8S,
+    REPO,
     Dockerfile,
     ImageProcess,
     clean_env,
@@ -345,3 +349,25 @@ def test_notes_say_how_to_reach_the_service_and_the_example_request_works(pod: I
     answer = httpx.post(pod.url + "/v1/rerank", content=body, timeout=30,
                         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
     assert answer.status_code == 200, answer.text
+
+
+def test_chart_packages_with_its_schema_and_test_hook(tmp_path: Path) -> None:
+    result = helm("package", str(CHART), "--destination", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (archive,) = tmp_path.glob("rerankd-*.tgz")
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"rerankd/values.schema.json", "rerankd/templates/tests/test-rerank.yaml",
+            "rerankd/templates/NOTES.txt"} <= names
+
+
+def test_install_commands_in_the_doc_render() -> None:
+    """Each `helm install ... deploy/helm/rerankd ...` line of docs/deploy.md, as a client-side dry run."""
+    doc = DEPLOY_DOC.read_text(encoding="utf-8")
+    commands = [line.split("#")[0] for line in doc.splitlines() if line.startswith("helm install rerankd ")]
+    assert any(c.split() == ["helm", "install", "rerankd", "deploy/helm/rerankd", "--set",
+                             "model.id=BAAI/bge-reranker-v2-m3"] for c in commands)
+    for command in commands:
+        result = subprocess.run([str(HELM), *shlex.split(command)[1:], "--dry-run=client"], cwd=REPO,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"{command}: {result.stderr}"
