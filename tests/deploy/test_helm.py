@@ -135,6 +135,9 @@ def test_what_the_pod_is_told_matches_the_server(rendered: list[dict[str, Any]],
     check_resources_requested_and_limited(rendered)
     check_non_root_with_read_only_root(rendered)
     check_service_pdb_and_hpa_select_the_deployment(rendered)
+    for doc in [*find(rendered, "Deployment"), hook_pod(rendered)]:  # no pod talks to the Kubernetes API
+        spec = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else doc["spec"]
+        assert spec["automountServiceAccountToken"] is False
 
 
 def _settings(docs: list[dict[str, Any]]) -> tuple[tuple[str, ...], Settings]:
