@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import yaml
 from deploy_support import (
     DEPLOY,
@@ -35,6 +36,7 @@ from deploy_support import (
     render,
     serve_settings_from_env,
 )
+from helpers import free_port, wait_until
 from manifest_checks import (
     PROBE_PATHS,
     check_env_names_are_serve_settings,
@@ -211,6 +213,36 @@ def test_bundled_redis_is_a_cache_behind_its_own_service() -> None:
     (redis_container,) = redis["spec"]["template"]["spec"]["containers"]
     command = redis_container["command"]
     assert command[0] == "redis-server" and "allkeys-lru" in command and "--maxmemory" in command
+
+
+def test_bundled_redis_command_starts_a_real_redis_server_as_an_lru_cache(tmp_path: Path) -> None:
+    """The rendered command line, given to the redis-server the cache tests use (scripts/test.sh installs it),
+    with only the address and working directory made local."""
+    (redis_deployment,) = [d for d in find(template("--set", "redis.deploy=true", "--set", "redis.maxMemory=64mb"),
+                                           "Deployment") if d["metadata"]["name"].endswith("-redis")]
+    (command,) = [c["command"] for c in redis_deployment["spec"]["template"]["spec"]["containers"]]
+    binary = shutil.which(command[0])
+    assert binary, "redis-server is not installed; scripts/test.sh installs it"
+    port = free_port()
+    process = subprocess.Popen([binary, *command[1:], "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, socket_timeout=5)
+
+        def answers() -> bool:
+            assert process.poll() is None, f"redis-server exited with {process.returncode}"
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_until(answers, timeout=60, message="redis-server answering")
+        config = client.config_get("*")
+        assert (config["maxmemory"], config["maxmemory-policy"]) == (str(64 * 1024 * 1024), "allkeys-lru")
+        assert (config["save"], config["appendonly"]) == ("", "no")
+    finally:
+        process.kill()
+        process.wait(10)
 
 
 def test_settings_values_reach_the_server_as_rerankd_serve_reads_them() -> None:
