@@ -33,6 +33,7 @@ from deploy_support import (
     ImageProcess,
     clean_env,
     find,
+    load_yaml_docs,
     render,
     serve_settings_from_env,
 )
@@ -52,6 +53,7 @@ from manifest_checks import (
     hpa_metric,
 )
 
+import rerankd
 from rerankd.settings import Settings
 
 HELM = shutil.which("helm")
@@ -95,7 +97,7 @@ def hook_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def server_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The documents `kubectl apply` would get, without the test hook (helm creates it on `helm test`)."""
+    """What `helm install` creates: all but the test hook, which only `helm test` creates."""
     return [d for d in docs if "helm.sh/hook" not in d["metadata"].get("annotations", {})]
 
 
@@ -187,7 +189,7 @@ def test_gpu_values_ask_for_a_gpu_on_gpu_nodes_with_the_cuda_image(default: list
     assert "nvidia.com/gpu" not in json.dumps(default)
 
 
-def test_external_redis_url_or_secret_reaches_the_server(metric_names: set[str]) -> None:
+def test_external_redis_url_or_secret_reaches_the_server() -> None:
     docs = template(*VARIANTS["external-redis"])
     assert _settings(docs)[1].cache_url == EXTERNAL_REDIS
     assert not [d for d in find(docs, "Deployment") if "redis" in d["metadata"]["name"]]
@@ -200,9 +202,9 @@ def test_external_redis_url_or_secret_reaches_the_server(metric_names: set[str])
 
 def test_bundled_redis_is_a_cache_behind_its_own_service() -> None:
     docs = template(*VARIANTS["bundled-redis"])
-    (redis,) = [d for d in find(docs, "Deployment") if d is not deployment(docs)]
+    (redis_deployment,) = [d for d in find(docs, "Deployment") if d is not deployment(docs)]
     (redis_service,) = [s for s in find(docs, "Service") if s["metadata"]["name"].endswith("-redis")]
-    redis_labels = redis["spec"]["template"]["metadata"]["labels"]
+    redis_labels = redis_deployment["spec"]["template"]["metadata"]["labels"]
     assert redis_service["spec"]["selector"].items() <= redis_labels.items()
     rerankd_labels = deployment(docs)["spec"]["template"]["metadata"]["labels"]
     for service in find(docs, "Service"):  # each Service reaches exactly one of the two
@@ -210,7 +212,7 @@ def test_bundled_redis_is_a_cache_behind_its_own_service() -> None:
             service["spec"]["selector"].items() <= rerankd_labels.items())
     url = httpx.URL(_settings(docs)[1].cache_url)
     assert (url.host, url.port) == (redis_service["metadata"]["name"], redis_service["spec"]["ports"][0]["port"])
-    (redis_container,) = redis["spec"]["template"]["spec"]["containers"]
+    (redis_container,) = redis_deployment["spec"]["template"]["spec"]["containers"]
     command = redis_container["command"]
     assert command[0] == "redis-server" and "allkeys-lru" in command and "--maxmemory" in command
 
@@ -377,7 +379,8 @@ def test_notes_say_how_to_reach_the_service_and_the_example_request_works(pod: I
     result = helm("install", "rerankd", str(CHART), "--dry-run=client", "--namespace", "search")
     assert result.returncode == 0, result.stderr
     notes = result.stdout[result.stdout.index("NOTES:"):]
-    assert "port-forward service/rerankd 8080:80" in notes and "helm test rerankd" in notes
+    assert "--namespace search port-forward service/rerankd 8080:80" in notes
+    assert "helm test rerankd --namespace search" in notes
     assert "get secret rerankd-api-keys" in notes
     (body,) = re.findall(r"-d '(\{.*\})'", notes)
     key = pod.api_keys[0]  # type: ignore[attr-defined]
@@ -386,7 +389,9 @@ def test_notes_say_how_to_reach_the_service_and_the_example_request_works(pod: I
     assert answer.status_code == 200, answer.text
 
 
-def test_chart_packages_with_its_schema_and_test_hook(tmp_path: Path) -> None:
+def test_chart_packages_with_its_schema_and_test_hook_at_rerankds_version(tmp_path: Path) -> None:
+    (chart,) = load_yaml_docs(CHART / "Chart.yaml")
+    assert chart["apiVersion"] == "v2" and chart["appVersion"] == rerankd.__version__
     result = helm("package", str(CHART), "--destination", str(tmp_path))
     assert result.returncode == 0, result.stderr
     (archive,) = tmp_path.glob("rerankd-*.tgz")
