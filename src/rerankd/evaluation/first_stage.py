@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from bm25s.tokenization import Tokenizer
 
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.evaluation.data import Dataset
+
+# bm25s sets its logger to DEBUG on import; let it follow the level `--log-level` gives the root logger.
+logging.getLogger("bm25s").setLevel(logging.NOTSET)
 
 Run = dict[str, dict[str, float]]  # query id -> document id -> score, what ir-measures reads
 
