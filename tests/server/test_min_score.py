@@ -121,6 +121,7 @@ def test_calibrated_relevance_with_raw_logits_and_the_default_min_score(calibrat
         assert len(everything["results"]) == len(DOCS) and everything["meta"]["below_min_score"] == 0
         scores = client.post("/score", json={"text_1": QUERY, "text_2": DOCS}).json()
         assert [d["score"] for d in scores["data"]] == pytest.approx(relevance, abs=TOL)
+        assert client.get("/info").json()["models"][0]["calibration"].endswith("calibration.json")
 
 
 def test_a_bad_calibration_stops_serve_before_loading(xlmr_dir: Path, tmp_path: Path) -> None:

@@ -290,7 +290,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 name=name, source=loaded.source, revision=loaded.revision, model_type=loaded.model_type,
                 backend=service.scorer.backend.name,
                 device=str(loaded.device), dtype=loaded.dtype, max_input_length=service.settings.max_length,
-                is_fixture=loaded.fixture is not None,
+                is_fixture=loaded.fixture is not None, calibration=registry.calibrations[name].source,
             )
             for name, service in registry.models.items()
             for loaded in [registry.loaded[name]]

@@ -218,6 +218,9 @@ class ServedModelInfo(BaseModel):
     dtype: str
     max_input_length: int
     is_fixture: bool
+    calibration: str | None = Field(
+        None, description="The --calibration file whose probabilities relevance_score is; null: the sigmoid."
+    )
 
 
 class Info(BaseModel):
