@@ -69,7 +69,7 @@ def calibrate(
     if relevant.all() or not relevant.any():
         raise RerankdError(
             ErrorKind.INVALID_INPUT,
-            f"{data}: every pair is {'relevant' if relevant.all() else 'not relevant'} at --relevant-min "
+            f"{data}: {'every pair is relevant' if relevant.all() else 'no pair is relevant'} at --relevant-min "
             f"{relevant_min}; a threshold needs both kinds (BEIR qrels: add --bm25-negatives 10)",
         )
 
