@@ -90,6 +90,10 @@ def eval_command(
     pairs = sum(len(docs) for docs in candidates.values())
     click.echo(f"data    {data}: {len(query_ids)} queries with a relevant document, {len(dataset.corpus)} documents; "
                f"{pairs} candidates from {run_file or first_stage} (top {top_k})", err=True)
+    if top_k <= 20:
+        fixed = "R@10 and R@20" if top_k <= 10 else "R@20"
+        click.echo(f"note    reranking the top {top_k} can't change recall at depth {top_k} or more: {fixed} stay "
+                   "the first stage's", err=True)
 
     with tqdm(total=pairs * len(configs), unit="pair", file=sys.stderr, desc="reranking") as bar:
         systems = run_experiment(dataset, qrels, (stage_name, candidates), configs, on_batch=bar.update,
