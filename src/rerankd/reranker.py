@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rerankd.engine import EncodedPair, sigmoid
+from rerankd.engine import EncodedPair
+from rerankd.engine.calibration import SIGMOID, Calibration, load_calibrations
 from rerankd.engine.setup import build_engine
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model import LoadedModel, load_model
@@ -52,9 +53,11 @@ class ScoreReport:
     inference_seconds: float
     batches: int
     padded_tokens: int
+    calibration: Calibration = SIGMOID
 
     def scores(self, normalize: bool = True) -> list[float]:
-        values = sigmoid(self.logits) if normalize else self.logits.astype(np.float64)
+        """Relevance in 0..1 (the sigmoid, or the model's calibration), or the raw logits."""
+        values = self.calibration.relevance(self.logits) if normalize else self.logits.astype(np.float64)
         return [float(v) for v in values]
 
 
@@ -75,6 +78,8 @@ class Reranker:
         max_batch_size: Most pairs in one model batch.
         threads: Intra-op threads for the model on CPU (process-wide for torch; default: the cores this process
             may use).
+        calibration: A `calibration.json` from `rerankd calibrate --fit-platt`: normalized scores become its
+            calibrated probabilities.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class Reranker:
         max_batch_tokens: int | None = None,
         max_batch_size: int = Settings.max_batch_size,
         threads: int | None = None,
+        calibration: str | None = None,
     ) -> None:
         settings = Settings(
             model=model,
@@ -102,6 +108,7 @@ class Reranker:
             max_batch_tokens=max_batch_tokens,
             max_batch_size=max_batch_size,
             threads=threads,
+            calibration=(calibration,) if calibration else (),
         )
         self._init(settings, load_model(settings))
 
@@ -117,6 +124,7 @@ class Reranker:
         self.loaded = loaded
         self.encoder = engine.encoder
         self.scorer = engine.scorer
+        self.calibration = load_calibrations(settings.calibration, [settings.model])[settings.model]
         self._model_lock = threading.Lock()
 
     @property
@@ -157,6 +165,7 @@ class Reranker:
             inference_seconds=stats.seconds,
             batches=stats.batches,
             padded_tokens=stats.padded_tokens,
+            calibration=self.calibration,
         )
 
     def compute_score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True) -> list[float]:
@@ -164,32 +173,61 @@ class Reranker:
         return self.score(pairs).scores(normalize)
 
     def rerank(
-        self, query: str, documents: Sequence[str], *, top_n: int | None = None, normalize: bool = True
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        normalize: bool = True,
+        min_score: float | None = None,
     ) -> list[RerankResult]:
         """Documents sorted by score, best first; equal scores keep input order.
 
-        `top_n` of None, 0, or more than the number of documents returns all of them.
+        `top_n` of None, 0, or more than the number of documents returns all of them. Then results whose
+        relevance (0..1, calibrated when a calibration is loaded) is below `min_score` (default: the settings'
+        `min_score`) are dropped, also when `normalize=False` returns logits.
         """
         if top_n is not None and top_n < 0:
             raise RerankdError(ErrorKind.INVALID_INPUT, f"top_n must be 0 or more, got {top_n}")
-        scores = self.score_query(query, documents).scores(normalize)
-        return [RerankResult(index=i, score=scores[i], document=documents[i]) for i in rank_order(scores, top_n)]
+        report = self.score_query(query, documents)
+        scores = report.scores(normalize)
+        # Ranked on the logits: a calibration keeps their order, but may squeeze scores into ties.
+        kept = above_min_score(rank_order(report.logits.tolist(), top_n), report.scores(),
+                               self.settings.min_score if min_score is None else min_score)
+        return [RerankResult(index=i, score=scores[i], document=documents[i]) for i in kept]
 
     async def acompute_score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True) -> list[float]:
         """`compute_score` in a worker thread, for async code."""
         return await asyncio.to_thread(self.compute_score, pairs, normalize=normalize)
 
     async def arerank(
-        self, query: str, documents: Sequence[str], *, top_n: int | None = None, normalize: bool = True
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        normalize: bool = True,
+        min_score: float | None = None,
     ) -> list[RerankResult]:
         """`rerank` in a worker thread, for async code."""
-        return await asyncio.to_thread(self.rerank, query, documents, top_n=top_n, normalize=normalize)
+        return await asyncio.to_thread(
+            self.rerank, query, documents, top_n=top_n, normalize=normalize, min_score=min_score
+        )
 
 
 def rank_order(scores: Sequence[float], top_n: int | None = None) -> list[int]:
     """Indices best first; equal scores keep input order; top_n of None or 0 means all."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     return order[:top_n] if top_n else order
+
+
+def above_min_score(order: Sequence[int], relevance: Sequence[float], min_score: float | None) -> list[int]:
+    """The indices of `order` whose relevance is at least `min_score` (all of them for None)."""
+    if min_score is None:
+        return list(order)
+    if not 0.0 <= min_score <= 1.0:
+        raise RerankdError(ErrorKind.INVALID_INPUT, f"min_score is a relevance score in 0..1, got {min_score:g}")
+    return [i for i in order if relevance[i] >= min_score]
 
 
 def _check_text(value: object, where: str) -> None:

@@ -77,6 +77,18 @@ class Settings:
         metadata=_flag("Intra-op threads for the model on CPU (default: the cores this process may use, divided "
                        "by --workers)."),
     )
+    calibration: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag("Platt calibration written by `rerankd calibrate --fit-platt`: relevance scores become its "
+                       "probabilities. NAME=FILE per served model (repeatable), or FILE with one model.",
+                       metavar="[NAME=]FILE"),
+    )
+    min_score: float | None = field(
+        default=None,
+        metadata=_flag("Threshold on the relevance score (0..1, calibrated when a calibration is loaded): ranked "
+                       "results below it are dropped after top_n. For the server, the default of a request's "
+                       "min_score."),
+    )
 
 
     # The HTTP server (`rerankd serve`).
@@ -236,6 +248,8 @@ class Settings:
             raise _invalid(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.truncation not in TRUNCATION_MODES:
             raise _invalid(f"truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
+        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
+            raise _invalid(f"min_score is a relevance score in 0..1, got {self.min_score:g}")
         if self.dtype not in DTYPES:
             raise _invalid(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

@@ -7,7 +7,9 @@ from typing import Any
 import click
 
 from rerankd import __version__
+from rerankd.cli.calibrate import calibrate
 from rerankd.cli.demo import demo
+from rerankd.cli.eval import eval_command
 from rerankd.cli.models import download, export, make_test_model
 from rerankd.cli.options import option
 from rerankd.cli.score import rerank_file, score
@@ -50,6 +52,8 @@ cli.add_command(serve)
 cli.add_command(download)
 cli.add_command(make_test_model)
 cli.add_command(export)
+cli.add_command(eval_command)
+cli.add_command(calibrate)
 
 
 def main() -> None:

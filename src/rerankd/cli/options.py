@@ -112,4 +112,5 @@ MODEL_SETTINGS = (
     "max_batch_tokens",
     "max_batch_size",
     "threads",
+    "calibration",
 )

@@ -12,7 +12,7 @@ import click
 from tqdm import tqdm
 
 from rerankd.cli.options import MODEL_SETTINGS, option, setting_options
-from rerankd.reranker import Reranker, rank_order
+from rerankd.reranker import Reranker, above_min_score, rank_order
 from rerankd.settings import Settings
 
 # Below this many documents a progress bar is more noise than help.
@@ -89,7 +89,7 @@ def read_documents(stream: IO[bytes], fmt: str, text_field: str) -> Iterator[Inp
 @option("--text-field", default="text", show_default=True, help="Field holding the text in JSON objects.")
 @option("--top-n", type=click.IntRange(min=0), default=0, help="Write only the best N (0: all).")
 @option("--raw", is_flag=True, help="Write raw logits instead of sigmoid scores.")
-@setting_options(*MODEL_SETTINGS)
+@setting_options(*MODEL_SETTINGS, "min_score")
 def rerank_file(
     query: str,
     input_file: IO[bytes],
@@ -115,8 +115,10 @@ def rerank_file(
         disable=len(texts) < PROGRESS_MIN_DOCUMENTS,
         desc="reranking",
     ) as bar:
-        scores = reranker.score_query(query, texts, on_batch=bar.update).scores(normalize=not raw)
-    for rank, i in enumerate(rank_order(scores, top_n), start=1):
+        report = reranker.score_query(query, texts, on_batch=bar.update)
+    scores = report.scores(normalize=not raw)
+    order = above_min_score(rank_order(report.logits.tolist(), top_n), report.scores(), settings.min_score)
+    for rank, i in enumerate(order, start=1):
         record = {"rank": rank, "index": i, "line": documents[i].line, "score": scores[i],
                   "document": documents[i].record}
         output_file.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -14,6 +14,7 @@ from types import FrameType
 import click
 
 from rerankd.cli.options import option, setting_options
+from rerankd.engine.calibration import load_calibrations
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.settings import DEFAULT_MODEL, SERVE_SETTINGS, Settings, env_name, settings_from_env
 
@@ -43,6 +44,7 @@ def serve(models: tuple[str, ...], settings: Settings) -> None:
     from rerankd.server.models import parse_model_specs
 
     specs = parse_model_specs(models)  # fail here, not in N workers
+    load_calibrations(settings.calibration, [name for name, _ in specs])
     if settings.ray:
         _serve_on_ray(specs, settings)
     elif settings.workers > 1:

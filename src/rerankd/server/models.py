@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from rerankd.cache import CacheKeyer, build_cache
 from rerankd.engine.admission import InFlightLimit
+from rerankd.engine.calibration import Calibration, load_calibrations
 from rerankd.engine.service import ScoringService
 from rerankd.engine.setup import build_engine
 from rerankd.errors import ErrorKind, RerankdError
@@ -56,6 +57,8 @@ class ModelRegistry:
         self.loaded: dict[str, LoadedModel] = {}  # what each model is, for /info
         self.state = State.LOADING
         self.error: str | None = None
+        # Relevance of each model's logits (--calibration), read now so that a bad file fails the start.
+        self.calibrations: dict[str, Calibration] = load_calibrations(settings.calibration, self.names)
         # Tokenization runs here, beside the model threads, so it overlaps inference. Only admitted requests
         # reach it, so its queue is bounded by --max-concurrent-requests.
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rerankd-tokenize")

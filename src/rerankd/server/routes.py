@@ -15,10 +15,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from rerankd import __version__
-from rerankd.engine import sigmoid
 from rerankd.engine.service import Scored
 from rerankd.errors import ErrorKind, RerankdError
-from rerankd.reranker import rank_order
+from rerankd.reranker import above_min_score, rank_order
 from rerankd.server.metrics import Metrics
 from rerankd.server.models import ModelRegistry, State
 from rerankd.server.schemas import (
@@ -185,8 +184,13 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             "truncated": sum(scored.truncated), "cache_hits": scored.cache_hits, "tokenize_ms": round(scored.tokenize_seconds * 1000, 2),
             "queue_ms": round(scored.queue_seconds * 1000, 2), "inference_ms": round(scored.inference_seconds * 1000, 2),
         }
-        scores = sigmoid(scored.logits)
-        order = rank_order(scores.tolist(), body.top_n)
+        scores = registry.calibrations[served.name].relevance(scored.logits)
+        # Ranked on the logits: a calibration keeps their order, but may squeeze scores into ties.
+        ranked = rank_order(scored.logits.tolist(), body.top_n)
+        min_score = settings.min_score if body.min_score is None else body.min_score
+        order = above_min_score(ranked, scores, min_score)
+        if min_score is not None:
+            response.headers["x-below-min-score"] = str(len(ranked) - len(order))
         if tei:
             values = scored.logits if body.raw_scores else scores
             return [TEIRank(index=i, score=float(values[i]), text=texts[i] if body.return_text else None) for i in order]
@@ -218,6 +222,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 billed_units=BilledUnits(search_units=max(1, math.ceil(len(texts) / 100))),
                 tokens=Tokens(input_tokens=tokens),
                 warnings=warnings,
+                below_min_score=len(ranked) - len(order) if min_score is not None else None,
             ),
         )
 
@@ -246,7 +251,8 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             settings.request_timeout,
         )
         _timing_headers(response, scored, started)
-        scores = sigmoid(scored.logits)
+        # Index-aligned, one score per pair: min_score has nothing to drop here.
+        scores = registry.calibrations[served.name].relevance(scored.logits)
         tokens = scored.total_tokens
         return ScoreResponse(
             id=f"score-{uuid.uuid4().hex}",
@@ -284,7 +290,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 name=name, source=loaded.source, revision=loaded.revision, model_type=loaded.model_type,
                 backend=service.scorer.backend.name,
                 device=str(loaded.device), dtype=loaded.dtype, max_input_length=service.settings.max_length,
-                is_fixture=loaded.fixture is not None,
+                is_fixture=loaded.fixture is not None, calibration=registry.calibrations[name].source,
             )
             for name, service in registry.models.items()
             for loaded in [registry.loaded[name]]

@@ -53,6 +53,11 @@ class RerankRequest(BaseModel):
         None, description="TEI: cut pairs over the limit (true) or answer 413 (false); missing follows the server."
     )
     truncation_direction: Literal["Right", "right"] = Field("Right", description="TEI: only Right is supported.")
+    min_score: float | None = Field(
+        None, ge=0, le=1,
+        description="rerankd: drop results whose relevance score (0..1, calibrated when the model has a calibration) "
+        "is below this, after top_n; also with raw_scores. Missing: the server's --min-score.",
+    )
 
     @model_validator(mode="after")
     def _one_document_list(self) -> RerankRequest:
@@ -69,7 +74,9 @@ class DocumentText(BaseModel):
 
 class RerankResult(BaseModel):
     index: int = Field(description="Position of the document in the request.")
-    relevance_score: float = Field(description="Sigmoid of the logit, 0..1.")
+    relevance_score: float = Field(
+        description="Sigmoid of the logit, 0..1; the calibrated probability when the model has a --calibration."
+    )
     raw_score: float | None = Field(None, description="The logit, when `raw_scores` is true.")
     truncated: bool = Field(description="Whether the pair was cut to fit the token limit.")
     document: DocumentText | dict[str, Any] | None = Field(
@@ -102,6 +109,9 @@ class Meta(BaseModel):
     billed_units: BilledUnits
     tokens: Tokens
     warnings: list[str] | None = None
+    below_min_score: int | None = Field(
+        None, description="rerankd: how many of the top_n results min_score dropped; present when one applied."
+    )
 
 
 class RerankResponse(BaseModel):
@@ -132,7 +142,8 @@ class RerankResponse(BaseModel):
 
 class TEIRank(BaseModel):
     index: int
-    score: float = Field(description="Sigmoid of the logit, or the logit with `raw_scores`.")
+    score: float = Field(description="Sigmoid of the logit (calibrated with a --calibration), or the logit with "
+                         "`raw_scores`.")
     text: str | None = None
 
 
@@ -207,6 +218,9 @@ class ServedModelInfo(BaseModel):
     dtype: str
     max_input_length: int
     is_fixture: bool
+    calibration: str | None = Field(
+        None, description="The --calibration file whose probabilities relevance_score is; null: the sigmoid."
+    )
 
 
 class Info(BaseModel):
