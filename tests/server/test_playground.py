@@ -212,6 +212,7 @@ def test_the_page_its_files_and_its_link_on_docs_are_served_by_default() -> None
     settings = Settings()
     page = _app_get(settings, "/playground")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
     assert _app_get(settings, "/playground/playground.js").status_code == 200
     assert _app_get(settings, "/playground/").headers["location"] == "../playground"
     assert "(playground)" in _app_get(settings, "/openapi.json").json()["info"]["description"]

@@ -15,6 +15,11 @@ from fastapi.staticfiles import StaticFiles
 
 PATH = "/playground"
 STATIC = Path(__file__).parent / "static"
+# The page holds an API key once given one: it runs only its own files and talks only to this server.
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'",
+}
 
 
 def add_playground(app: FastAPI) -> None:
@@ -22,7 +27,7 @@ def add_playground(app: FastAPI) -> None:
 
     @app.get(PATH, include_in_schema=False)
     async def playground() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
     @app.get(PATH + "/", include_in_schema=False)
     async def with_slash() -> RedirectResponse:
