@@ -45,7 +45,7 @@ DOCUMENTS = [
 
 @pytest.fixture(scope="module")
 def server(start_module_server: Callable[..., ServerProcess], xlmr_dir: Path, bert_dir: Path) -> ServerProcess:
-    return start_module_server([f"xlmr={xlmr_dir}", f"bert={bert_dir}"], ["--api-key", KEY])
+    return start_module_server([f"xlmr={xlmr_dir}", f"bert={bert_dir}"], ["--api-key", KEY, "--max-documents", "4"])
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +170,7 @@ def test_a_truncated_document_is_marked(page: WebDriver) -> None:
     [
         ("", "\n".join(DOCUMENTS), "HTTP 400: query is empty"),
         (QUERY, json.dumps([{"title": "no text"}]), "HTTP 422: invalid request: documents.0: an object document"),
+        (QUERY, "\n".join(DOCUMENTS + DOCUMENTS), "HTTP 413: 6 documents is more than the limit of 4"),
     ],
 )
 def test_an_error_shows_the_servers_message(page: WebDriver, query: str, documents: str, message: str) -> None:
@@ -177,6 +178,15 @@ def test_an_error_shows_the_servers_message(page: WebDriver, query: str, documen
     error = page.find_element(By.ID, "error")
     assert error.is_displayed() and error.text.startswith(message), error.text
     assert not page.find_elements(By.CSS_SELECTOR, "#results li")
+
+
+def test_a_refused_key_is_asked_for_again_and_a_cancel_shows_the_401(page: WebDriver) -> None:
+    page.execute_script("sessionStorage.setItem(KEY_STORAGE, 'not-the-key')")
+    page.find_element(By.ID, "submit").click()
+    wait(page).until(expected_conditions.visibility_of_element_located((By.ID, "key-cancel"))).click()
+    wait(page).until(lambda d: d.find_element(By.ID, "submit").is_enabled())
+    assert page.find_element(By.ID, "error").text.startswith("HTTP 401: missing or wrong API key")
+    page.execute_script("sessionStorage.setItem(KEY_STORAGE, arguments[0])", KEY)
 
 
 def test_a_highlight_marks_its_characters_counted_as_python_counts_them(page: WebDriver) -> None:
