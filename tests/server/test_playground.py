@@ -93,7 +93,12 @@ def submit(
             element.send_keys(value)
     if model is not None:
         Select(page.find_element(By.ID, "model")).select_by_value(model)
+    # What the last answer drew goes first, so the wait below can only see this one's.
+    page.execute_script("document.getElementById('results').replaceChildren();"
+                        "document.getElementById('error').hidden = true")
     page.find_element(By.ID, "submit").click()
+    wait(page).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results li")
+                     or d.find_element(By.ID, "error").is_displayed())
     wait(page).until(lambda d: d.find_element(By.ID, "submit").is_enabled())
 
 
