@@ -211,6 +211,18 @@ def test_a_highlight_marks_its_characters_counted_as_python_counts_them(page: We
     assert "3 chunks" in item.text
 
 
+def test_the_api_reference_links_to_the_playground(browser: WebDriver, server: ServerProcess) -> None:
+    playground = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    try:
+        browser.get(server.url + "/docs")
+        link = wait(browser).until(expected_conditions.visibility_of_element_located((By.LINK_TEXT, "the playground")))
+        assert link.get_attribute("href") == server.url + "/playground"  # resolved, as a click would
+    finally:
+        browser.close()
+        browser.switch_to.window(playground)
+
+
 def _app_get(settings: Settings, path: str) -> httpx.Response:
     """GET `path` from the real app in process, with no model loaded (its lifespan never runs)."""
     metrics = Metrics()
