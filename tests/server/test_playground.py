@@ -197,18 +197,24 @@ def test_a_refused_key_is_asked_for_again_and_a_cancel_shows_the_401(page: WebDr
 def test_a_highlight_marks_its_characters_counted_as_python_counts_them(page: WebDriver) -> None:
     """The page's drawing of a chunked document's best window, fed a hand-made answer (chunk mode comes from
     the server): its offsets count code points, and the panda before it takes two UTF-16 units."""
-    text = "熊猫 🐼 eats bamboo every day"
+    text, short = "熊猫 🐼 eats bamboo every day", "A short one 🐼"
     start = text.index("bamboo")
     answer = {
-        "results": [{"index": 0, "relevance_score": 0.5, "truncated": False, "chunks": 3,
-                     "highlight": {"start": start, "end": start + len("bamboo")}, "document": {"text": text}}],
+        "results": [
+            {"index": 0, "relevance_score": 0.5, "truncated": False, "chunks": 3,
+             "highlight": {"start": start, "end": start + len("bamboo")}, "document": {"text": text}},
+            # A document that fit in one window is highlighted whole: nothing to mark.
+            {"index": 1, "relevance_score": 0.4, "truncated": False, "chunks": 1,
+             "highlight": {"start": 0, "end": len(short)}, "document": {"text": short}},
+        ],
         "meta": {},
     }
-    page.execute_script("showResults(arguments[0], arguments[1])", answer, [text])
-    item = page.find_element(By.CSS_SELECTOR, "#results li")
-    assert item.find_element(By.TAG_NAME, "mark").text == "bamboo"
-    assert item.find_element(By.CLASS_NAME, "text").text == text
-    assert "3 chunks" in item.text
+    page.execute_script("showResults(arguments[0], arguments[1])", answer, [text, short])
+    chunked, whole = page.find_elements(By.CSS_SELECTOR, "#results li")
+    assert chunked.find_element(By.TAG_NAME, "mark").text == "bamboo"
+    assert chunked.find_element(By.CLASS_NAME, "text").text == text
+    assert "best of 3 chunks" in chunked.text
+    assert not whole.find_elements(By.TAG_NAME, "mark") and "chunk" not in whole.text
 
 
 def test_the_api_reference_links_to_the_playground(browser: WebDriver, server: ServerProcess) -> None:

@@ -171,13 +171,14 @@ function element(tag, className, text) {
 }
 
 // The highlight's offsets count code points, as Python's do; Array.from splits a string the same way.
+// A document that fit in one window is highlighted whole: there is nothing to point at then.
 function documentText(text, highlight) {
   const node = element("p", "text");
-  if (!highlight) {
+  const chars = Array.from(text);
+  if (!highlight || (highlight.start === 0 && highlight.end >= chars.length)) {
     node.textContent = text;
     return node;
   }
-  const chars = Array.from(text);
   const { start, end } = highlight;
   const from = Math.max(0, start - CONTEXT_CHARS);
   const to = Math.min(chars.length, end + CONTEXT_CHARS);
@@ -208,7 +209,7 @@ function showResults(answer, sentDocuments) {
       mark.title = "cut to fit the model's max length";
       head.append(mark);
     }
-    if (result.chunks !== undefined) head.append(element("span", "badge", `${result.chunks} chunks`));
+    if (result.chunks > 1) head.append(element("span", "badge", `best of ${result.chunks} chunks`));
     item.append(head);
     const sent = sentDocuments[result.index];
     const returned = result.document ?? (typeof sent === "string" ? { text: sent } : sent);
@@ -217,6 +218,11 @@ function showResults(answer, sentDocuments) {
     return item;
   });
   $("results").replaceChildren(...items);
+  // A long document's box opens on its highlight, a line below the top (`.text` is the marks' offset parent).
+  for (const mark of $("results").querySelectorAll(".text mark")) {
+    const firstLine = mark.getClientRects()[0];
+    mark.parentElement.scrollTop = Math.max(0, mark.offsetTop - (firstLine ? firstLine.height : 0));
+  }
 }
 
 // --- copy the request ---------------------------------------------------------------------------
