@@ -77,13 +77,10 @@ def page(browser: WebDriver, server: ServerProcess) -> WebDriver:
     return browser
 
 
-def submit(
+def fill(
     page: WebDriver, query: str, documents: str, *, top_n: str = "", model: str | None = None, paste: bool = False
 ) -> None:
-    """Fill the form, send it, and wait until the answer (results or an error) is drawn.
-
-    `paste` sets the documents at once, for texts too long to type in good time.
-    """
+    """Type into the form; `paste` sets the documents at once, for texts too long to type in good time."""
     for field, value in (("query", query), ("documents", documents), ("top-n", top_n)):
         element = page.find_element(By.ID, field)
         element.clear()
@@ -93,6 +90,11 @@ def submit(
             element.send_keys(value)
     if model is not None:
         Select(page.find_element(By.ID, "model")).select_by_value(model)
+
+
+def submit(page: WebDriver, query: str, documents: str, **form: object) -> None:
+    """Fill the form, send it, and wait until the answer (results or an error) is drawn."""
+    fill(page, query, documents, **form)  # type: ignore[arg-type]
     # What the last answer drew goes first, so the wait below can only see this one's.
     page.execute_script("document.getElementById('results').replaceChildren();"
                         "document.getElementById('error').hidden = true")
@@ -176,6 +178,7 @@ def test_a_truncated_document_is_marked(page: WebDriver) -> None:
         ("", "\n".join(DOCUMENTS), "HTTP 400: query is empty"),
         (QUERY, json.dumps([{"title": "no text"}]), "HTTP 422: invalid request: documents.0: an object document"),
         (QUERY, "\n".join(DOCUMENTS + DOCUMENTS), "HTTP 413: 6 documents is more than the limit of 4"),
+        (QUERY, '["not", JSON]', "Documents: not a valid JSON array"),  # the page's own check
     ],
 )
 def test_an_error_shows_the_servers_message(page: WebDriver, query: str, documents: str, message: str) -> None:
@@ -187,6 +190,7 @@ def test_an_error_shows_the_servers_message(page: WebDriver, query: str, documen
 
 def test_a_refused_key_is_asked_for_again_and_a_cancel_shows_the_401(page: WebDriver) -> None:
     page.execute_script("sessionStorage.setItem(KEY_STORAGE, 'not-the-key')")
+    fill(page, QUERY, DOCUMENTS[0])
     page.find_element(By.ID, "submit").click()
     wait(page).until(expected_conditions.visibility_of_element_located((By.ID, "key-cancel"))).click()
     wait(page).until(lambda d: d.find_element(By.ID, "submit").is_enabled())

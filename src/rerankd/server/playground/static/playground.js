@@ -139,7 +139,9 @@ async function submit(event) {
   $("submit").disabled = true;
   $("output").setAttribute("aria-busy", "true");
   try {
-    const response = await call("rerank", { method: "POST", body: JSON.stringify(body) });
+    const response = await call("rerank", { method: "POST", body: JSON.stringify(body) }).catch((error) => {
+      throw new Error(`The request did not reach the server: ${error.message}`);
+    });
     if (!response.ok) {
       showError(await errorMessage(response));
       return;
@@ -147,8 +149,9 @@ async function submit(event) {
     const answer = await response.json();
     showTiming(response.headers);
     showResults(answer, body.documents);
+    if (!servedModels.length) await loadInfo(); // its key prompt was cancelled at first
   } catch (error) {
-    showError(`The request did not reach the server: ${error.message}`);
+    showError(error.message);
   } finally {
     $("submit").disabled = false;
     $("output").removeAttribute("aria-busy");
