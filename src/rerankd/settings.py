@@ -186,6 +186,9 @@ class Settings:
         default=False,
         metadata=_flag("Log as JSON lines: one per request (id, sizes, timings), and every other record too."),
     )
+    no_playground: bool = field(
+        default=False, metadata=_flag("Turn off the web playground at /playground, a page to try requests on.")
+    )
 
     # Ray Serve (`rerankd serve --ray`): the same app as autoscaled replicas, each with its own model and scheduler.
     ray: bool = field(

@@ -23,6 +23,7 @@ from rerankd.server.errors import install_error_handlers
 from rerankd.server.metrics import Metrics
 from rerankd.server.middleware import InFlight, ServingMiddleware, access_log
 from rerankd.server.models import ModelRegistry
+from rerankd.server.playground import add_playground
 from rerankd.server.routes import COST_HEADERS, build_router
 from rerankd.settings import Settings
 
@@ -34,6 +35,8 @@ Jina, vLLM (`/rerank`, `/score`) and Hugging Face TEI (`/rerank` with `texts`).
 Requests from all clients share one fair scheduler per model; past capacity the excess
 gets a fast 429 with a Retry-After computed from the queue.
 """
+# Relative, so the link also works behind a proxy that serves the app under a prefix.
+PLAYGROUND_LINK = "\nTry requests in the browser: [the playground](playground).\n"
 
 
 def _swagger_assets() -> Path:
@@ -116,7 +119,7 @@ def create_app(
     app = FastAPI(
         title="rerankd",
         version=__version__,
-        description=DESCRIPTION,
+        description=DESCRIPTION if settings.no_playground else DESCRIPTION + PLAYGROUND_LINK,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -142,6 +145,9 @@ def create_app(
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="data:,",
         )
+
+    if not settings.no_playground:
+        add_playground(app)
 
     if settings.json_logs:
         _json_logs()
