@@ -174,6 +174,10 @@ class Settings:
         default=False,
         metadata=_flag("Log as JSON lines: one per request (id, sizes, timings), and every other record too."),
     )
+    quiet: bool = field(
+        default=False,
+        metadata=_flag("No access line per request; the start-up, ready and shutdown lines stay."),
+    )
 
     # Ray Serve (`rerankd serve --ray`): the same app as autoscaled replicas, each with its own model and scheduler.
     ray: bool = field(
