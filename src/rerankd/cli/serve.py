@@ -133,6 +133,8 @@ def announce_address(host: str, port: int, how: str = "") -> None:
 
 # --- N worker processes ----------------------------------------------------------------------------
 
+WORKER_HEALTHCHECK_S = 60
+
 
 def _serve_workers(models: tuple[str, ...], settings: Settings) -> None:
     """uvicorn's supervisor with N spawned workers on one socket; each builds the app from the environment."""
@@ -158,6 +160,9 @@ def _serve_workers(models: tuple[str, ...], settings: Settings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         config = uvicorn.Config(
             "rerankd.server.asgi:create_app_from_env", factory=True, workers=settings.workers,
+            # uvicorn kills a worker that has not answered its ping within this; its 5 s default killed workers
+            # still starting Python on a busy 2-core host (load 10), over and over.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
             **_uvicorn_options(settings),
         )
         # uvicorn.run(workers=N) without its wrapper, to see why the supervisor stopped: it also stops, and
