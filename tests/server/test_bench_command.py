@@ -6,7 +6,14 @@ Here rather than in tests/cli because it needs the server harness of this direct
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -93,3 +100,26 @@ def test_bad_data_names_the_line(tmp_path: Path) -> None:
     data.write_text('{"query": "q", "documents": ["a"]}\n{"query": "q"}\n')
     result = run_bench(["--url", "http://127.0.0.1:9", "--data", str(data), "--requests", "1"])
     assert result.exit_code != 0 and f"{data}:2: expected" in result.output
+
+
+def test_a_progress_bar_runs_on_a_terminal(keyed_server: ServerProcess) -> None:
+    terminal, child_end = pty.openpty()
+    fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    env = {**os.environ, "RERANKD_BENCH_API_KEY": KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "rerankd.cli.main", "bench", "--url", keyed_server.url,
+                             "--concurrency", "1", "--requests", "3", "--documents", "2"],
+                            stdin=subprocess.DEVNULL, stdout=child_end, stderr=child_end, env=env)
+    os.close(child_end)
+    printed = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the command closed the terminal
+            break
+        if not chunk:
+            break
+        printed += chunk
+    os.close(terminal)
+    assert proc.wait(timeout=EVENT_S) == 0, printed
+    text = printed.decode()
+    assert "concurrency 1: 100%" in text and "3/3" in text, text
