@@ -99,7 +99,7 @@ def test_serve_says_what_it_loads_where_it_listens_and_when_it_is_ready(terminal
     assert f"INFO     API docs: {url}/docs   playground: {url}/playground" in lines
     assert f"INFO     loading {xlmr_dir} as tiny" in lines
     [model] = [line for line in lines if line.startswith("INFO     model tiny: xlm-roberta")]
-    for part in ("torch on cpu", "fp32", "CPU threads", "max length 512", "batch budget 2048 tokens / 128 pairs"):
+    for part in ("torch on cpu", "fp32", "CPU thread", "max length 512", "batch budget 2048 tokens / 128 pairs"):
         assert part in model, model
     assert any(line.startswith("WARNING  model tiny is a random-weight test fixture") for line in lines)
     assert server.wait_for_line(r"model tiny: warmed up in \d+\.\d+ s")

@@ -91,8 +91,8 @@ class ModelRegistry:
                                  self._tokenize_pool, self.in_flight, self.metrics)
         self.loaded[name] = loaded
         scorer = engine.scorer
-        threads = (f", {model_threads(settings.threads, settings.workers)} CPU threads"
-                   if loaded.device.type == "cpu" else "")
+        cores = model_threads(settings.threads, settings.workers)
+        threads = f", {cores} CPU thread{'s' if cores > 1 else ''}" if loaded.device.type == "cpu" else ""
         status_log.info("model %s: %s, %s on %s, %s%s, max length %d, batch budget %d tokens / %d pairs",
                         name, loaded.model_type, scorer.backend.name, loaded.device, loaded.dtype, threads,
                         settings.max_length, scorer.max_batch_tokens, scorer.max_batch_size)
