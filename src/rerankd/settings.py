@@ -189,6 +189,10 @@ class Settings:
     no_playground: bool = field(
         default=False, metadata=_flag("Turn off the web playground at /playground, a page to try requests on.")
     )
+    quiet: bool = field(
+        default=False,
+        metadata=_flag("No access line per request; the start-up, ready and shutdown lines stay."),
+    )
 
     # Ray Serve (`rerankd serve --ray`): the same app as autoscaled replicas, each with its own model and scheduler.
     ray: bool = field(

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from rerankd import __version__
+from rerankd.cli.bench import bench
 from rerankd.cli.calibrate import calibrate
 from rerankd.cli.demo import demo
 from rerankd.cli.eval import eval_command
@@ -40,7 +41,8 @@ def cli(log_level: str) -> None:
 
     Every flag can also be set in the environment as RERANKD_<FLAG_IN_UPPER_SNAKE>
     (for example --max-batch-tokens as RERANKD_MAX_BATCH_TOKENS); a repeatable flag
-    takes a comma-separated list there. Flags on the command line win.
+    takes a comma-separated list there. Flags on the command line win. `bench`, a
+    client, reads RERANKD_BENCH_<FLAG> instead, never a server's variable.
     """
     configure_logging(log_level)
 
@@ -54,6 +56,7 @@ cli.add_command(make_test_model)
 cli.add_command(export)
 cli.add_command(eval_command)
 cli.add_command(calibrate)
+cli.add_command(bench)
 
 
 def main() -> None:
