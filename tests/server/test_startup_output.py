@@ -125,7 +125,8 @@ def test_serve_says_what_it_loads_where_it_listens_and_when_it_is_ready(terminal
 
 
 def test_quiet_drops_access_lines_and_status_lines_ignore_the_log_level(terminal_servers, xlmr_dir: Path) -> None:  # type: ignore[no-untyped-def]
-    server: TerminalServer = terminal_servers([xlmr_dir], ["--quiet"], global_args=["--log-level", "error"])
+    server: TerminalServer = terminal_servers([xlmr_dir], ["--quiet", "--no-playground"],
+                                              global_args=["--log-level", "error"])
     server.wait_for_line(r"ready: serving")
     with server.client() as client:
         assert client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 200
@@ -135,6 +136,8 @@ def test_quiet_drops_access_lines_and_status_lines_ignore_the_log_level(terminal
     assert any(line.startswith("INFO     listening on http://127.0.0.1:") for line in lines)
     assert "INFO     stopped" in lines
     assert not any("/v1/rerank" in line for line in lines), lines
+    assert any(line.startswith("INFO     API docs: http://") for line in lines)
+    assert not any("playground" in line for line in lines), "--no-playground still announced the playground"
 
 
 def test_workers_print_the_address_once_and_each_its_own_model_and_ready_line(terminal_servers, xlmr_dir: Path) -> None:  # type: ignore[no-untyped-def]
