@@ -112,4 +112,8 @@ MODEL_SETTINGS = (
     "max_batch_tokens",
     "max_batch_size",
     "threads",
+    "truncation",
+    "chunk_overlap",
+    "chunk_aggregate",
+    "max_chunks_per_doc",
 )
