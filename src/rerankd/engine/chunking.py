@@ -31,7 +31,6 @@ from rerankd.errors import ErrorKind, RerankdError
 from rerankd.settings import CHUNK_AGGREGATES, Settings
 
 
-
 @dataclass(frozen=True)
 class ChunkPolicy:
     """How long documents are windowed for one call."""

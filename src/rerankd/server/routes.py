@@ -19,6 +19,7 @@ from rerankd.engine import sigmoid
 from rerankd.engine.service import Scored
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.reranker import rank_order
+from rerankd.server.lengths import chunk_info, resolve_lengths
 from rerankd.server.metrics import Metrics
 from rerankd.server.models import ModelRegistry, State
 from rerankd.server.schemas import (
@@ -120,10 +121,6 @@ def _invalid_field(loc: tuple, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": "value_error"}])
 
 
-def _effective_max_length(truncate_prompt_tokens: int | None) -> int | None:
-    return truncate_prompt_tokens if truncate_prompt_tokens and truncate_prompt_tokens > 0 else None
-
-
 def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, draining: asyncio.Event) -> APIRouter:
     router = APIRouter()
 
@@ -167,18 +164,10 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         served = registry.get(body.model)
         texts = body.texts if tei else _document_texts(body.documents or [], body.rank_fields)
         check_query(body.query, len(texts))
-        truncate = body.truncate if tei and body.truncate is not None else settings.truncation == "truncate"
-        scored = await _until_done(
-            request,
-            served.score(
-                body.query,
-                texts,
-                max_length=_effective_max_length(body.truncate_prompt_tokens),
-                max_document_tokens=body.max_tokens_per_doc,
-                truncate=truncate,
-            ),
-            settings.request_timeout,
-        )
+        lengths = resolve_lengths(body, settings, tei_truncate=body.truncate if tei else None,
+                                  keep_end=body.truncation_direction.lower() == "left")
+        scored = await _until_done(request, served.score(body.query, texts, **lengths.as_kwargs()),
+                                   settings.request_timeout)
         _timing_headers(response, scored, started)
         request.state.log_fields = {
             "model": served.name, "documents": len(texts), "tokens": scored.total_tokens,
@@ -189,7 +178,8 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         order = rank_order(scores.tolist(), body.top_n)
         if tei:
             values = scored.logits if body.raw_scores else scores
-            return [TEIRank(index=i, score=float(values[i]), text=texts[i] if body.return_text else None) for i in order]
+            return [TEIRank(index=i, score=float(values[i]), text=texts[i] if body.return_text else None,
+                            **chunk_info(scored.chunks, i, body.return_chunk_scores)) for i in order]
         with_documents = body.return_documents is not False
         results = [
             RerankResult(
@@ -198,12 +188,16 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 raw_score=float(scored.logits[i]) if body.raw_scores else None,
                 truncated=scored.truncated[i],
                 document=_returned_document(body.documents, texts, i) if with_documents else None,
+                **chunk_info(scored.chunks, i, body.return_chunk_scores),
             )
             for i in order
         ]
         truncated = [i for i, t in enumerate(scored.truncated) if t]
+        cut = (f"had tokens past their {lengths.chunking.max_chunks} windows (or max_tokens_per_doc) left unscored"
+               if lengths.truncation == "chunk" else
+               f"were truncated to fit {lengths.max_length or served.encoder.max_length} tokens with the query")
         warnings = (
-            [f"{len(truncated)} document(s) were truncated to fit {served.encoder.max_length} tokens with the query: "
+            [f"{len(truncated)} document(s) {cut}: "
              f"indices {', '.join(map(str, truncated[:20]))}{' ...' if len(truncated) > 20 else ''}"]
             if truncated else None
         )
@@ -221,9 +215,10 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             ),
         )
 
-    @router.post("/score", response_model=ScoreResponse, responses=_ERRORS, dependencies=[Depends(not_draining)],
-                 summary="Score text pairs (vLLM)")
-    @router.post("/v1/score", include_in_schema=False, response_model=ScoreResponse, dependencies=[Depends(not_draining)])
+    @router.post("/score", response_model=ScoreResponse, response_model_exclude_none=True, responses=_ERRORS,
+                 dependencies=[Depends(not_draining)], summary="Score text pairs (vLLM)")
+    @router.post("/v1/score", include_in_schema=False, response_model=ScoreResponse, response_model_exclude_none=True,
+                 dependencies=[Depends(not_draining)])
     async def score(body: ScoreRequest, request: Request, response: Response) -> ScoreResponse:
         """vLLM's score API: `text_1` against each of `text_2` (1:N), or pair by pair (N:N)."""
         started = time.perf_counter()
@@ -239,12 +234,8 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             )
         for query in dict.fromkeys(left):
             check_query(query, len(right))
-        scored = await _until_done(
-            request,
-            served.score(left, right, max_length=_effective_max_length(body.truncate_prompt_tokens),
-                         truncate=settings.truncation == "truncate"),
-            settings.request_timeout,
-        )
+        scored = await _until_done(request, served.score(left, right, **resolve_lengths(body, settings).as_kwargs()),
+                                   settings.request_timeout)
         _timing_headers(response, scored, started)
         scores = sigmoid(scored.logits)
         tokens = scored.total_tokens
@@ -252,7 +243,8 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             id=f"score-{uuid.uuid4().hex}",
             created=int(time.time()),
             model=served.name,
-            data=[ScoreData(index=i, score=float(s)) for i, s in enumerate(scores)],
+            data=[ScoreData(index=i, score=float(s), **chunk_info(scored.chunks, i, body.return_chunk_scores))
+                  for i, s in enumerate(scores)],
             usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
         )
 
