@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi.exceptions import RequestValidationError
-
 from rerankd.engine import sigmoid
 from rerankd.engine.chunking import ChunkPolicy, DocumentScore
+from rerankd.errors import ErrorKind, RerankdError
 from rerankd.server.schemas import ChunkInfo, ChunkScore, Highlight, LengthControls
 from rerankd.settings import Settings
 
@@ -45,11 +44,9 @@ def resolve_lengths(body: LengthControls, settings: Settings, *, tei_truncate: b
     else:
         truncation = settings.truncation
     if keep_end and truncation == "chunk":
-        raise RequestValidationError([{
-            "loc": ("body", "truncation_direction"), "type": "value_error",
-            "msg": "truncation_direction Left keeps a document's end when it is truncated; chunk scores all of it "
-                   "in windows, so send one or the other",
-        }])
+        raise RerankdError(ErrorKind.INVALID_INPUT,
+                           "truncation_direction Left keeps a document's end when it is truncated; chunk scores all "
+                           "of it in windows, so send one or the other")
     chunking = ChunkPolicy(
         overlap=settings.chunk_overlap if body.chunk_overlap is None else body.chunk_overlap,
         aggregate=body.chunk_aggregate or settings.chunk_aggregate,
