@@ -18,6 +18,7 @@ from rerankd.engine.admission import InFlightLimit
 from rerankd.engine.chunking import ChunkPolicy, aggregate, chunk_pairs
 from rerankd.engine.scheduler import FairQueue, Job
 from rerankd.engine.service import ScoringService
+from rerankd.errors import ErrorKind, RerankdError
 from rerankd.settings import Settings
 from rerankd.telemetry import NO_METRICS
 
@@ -158,3 +159,13 @@ def test_a_hundred_window_document_does_not_starve_a_small_request(reranker):
     queue.add(small)
     assert all(e.job is small for e in queue.next_batch()) and small.pending == []
     assert len(big.pending) > 80  # most of the long document is still to come
+
+
+def test_library_rerank_per_call_truncation_chunk_and_error(reranker):
+    results = reranker.rerank(QUERY, [LONG_EN, "pandas"], truncation="chunk")
+    by_index = {r.index: r for r in results}
+    assert by_index[0].chunks > 1 and by_index[1].chunks == 1 and by_index[1].highlight == (0, len("pandas"))
+    assert all(r.chunks is None for r in reranker.rerank(QUERY, [LONG_EN]))  # the reranker's default: truncate
+    with pytest.raises(RerankdError, match="max_length") as error:
+        reranker.compute_score([(QUERY, LONG_EN)], truncation="error")
+    assert error.value.kind is ErrorKind.INPUT_TOO_LARGE
