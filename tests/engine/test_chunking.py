@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from helpers import LONG_EN
+from helpers import LONG_EN, LONG_ZH
 from test_parity import flag_reranker_reference
 
 from rerankd import Reranker
@@ -169,3 +169,10 @@ def test_library_rerank_per_call_truncation_chunk_and_error(reranker):
     with pytest.raises(RerankdError, match="max_length") as error:
         reranker.compute_score([(QUERY, LONG_EN)], truncation="error")
     assert error.value.kind is ErrorKind.INPUT_TOO_LARGE
+
+
+@pytest.mark.parametrize("wanted", [1, 7, 100, 5000])
+def test_tails_equal_the_end_of_the_whole_tokenization(short_reranker, wanted):
+    encoder = short_reranker[1].encoder
+    texts = [LONG_EN, LONG_ZH, MIXED, "short", ""]
+    assert encoder.tails(texts, [wanted] * len(texts)) == [ids[-wanted:] if ids else [] for ids in encoder.token_ids(texts)]
