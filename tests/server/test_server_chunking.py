@@ -92,6 +92,12 @@ def test_vllm_caps_shape_the_windows(client: httpx.Client, reranker: Reranker) -
     assert capped["results"][0]["truncated"] and capped["results"][0]["chunks"] == 2
 
 
+def test_info_shows_the_chunk_settings(client: httpx.Client) -> None:
+    info = client.get("/info").json()
+    assert (info["truncation"], info["chunk_overlap"], info["chunk_aggregate"], info["max_chunks_per_doc"]) == (
+        "truncate", 64, "max", 16)
+
+
 def test_a_bad_chunk_field_is_a_422_naming_it(client: httpx.Client) -> None:
     response = client.post("/rerank", json={"query": QUERY, "documents": [LONG], "chunk_aggregate": "median"})
     assert "chunk_aggregate" in assert_error_body(response, 422)

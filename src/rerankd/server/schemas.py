@@ -268,6 +268,9 @@ class Info(BaseModel):
     max_queue_wait: float = Field(description="Seconds of queued work past which a new request gets 429.")
     request_timeout: float
     truncation: str
+    chunk_overlap: int = Field(description="With truncation chunk: tokens adjacent windows share.")
+    chunk_aggregate: str = Field(description="With truncation chunk: max or mean of the windows' logits.")
+    max_chunks_per_doc: int = Field(description="Most windows per document; a request may ask for fewer.")
     cache: dict[str, Any] | None = Field(
         description="Score cache configuration and state (for Redis: its circuit breaker and the writes not yet "
                     "sent); null when it is off."
