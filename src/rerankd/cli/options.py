@@ -113,4 +113,8 @@ MODEL_SETTINGS = (
     "max_batch_size",
     "threads",
     "calibration",
+    "truncation",
+    "chunk_overlap",
+    "chunk_aggregate",
+    "max_chunks_per_doc",
 )

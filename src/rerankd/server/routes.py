@@ -18,6 +18,7 @@ from rerankd import __version__
 from rerankd.engine.service import Scored
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.reranker import above_min_score, rank_order
+from rerankd.server.lengths import chunk_info, resolve_lengths
 from rerankd.server.metrics import Metrics
 from rerankd.server.models import ModelRegistry, State
 from rerankd.server.schemas import (
@@ -119,10 +120,6 @@ def _invalid_field(loc: tuple, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": "value_error"}])
 
 
-def _effective_max_length(truncate_prompt_tokens: int | None) -> int | None:
-    return truncate_prompt_tokens if truncate_prompt_tokens and truncate_prompt_tokens > 0 else None
-
-
 def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, draining: asyncio.Event) -> APIRouter:
     router = APIRouter()
 
@@ -166,25 +163,18 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         served = registry.get(body.model)
         texts = body.texts if tei else _document_texts(body.documents or [], body.rank_fields)
         check_query(body.query, len(texts))
-        truncate = body.truncate if tei and body.truncate is not None else settings.truncation == "truncate"
-        scored = await _until_done(
-            request,
-            served.score(
-                body.query,
-                texts,
-                max_length=_effective_max_length(body.truncate_prompt_tokens),
-                max_document_tokens=body.max_tokens_per_doc,
-                truncate=truncate,
-            ),
-            settings.request_timeout,
-        )
+        lengths = resolve_lengths(body, settings, tei_truncate=body.truncate if tei else None,
+                                  keep_end=body.truncation_direction.lower() == "left")
+        scored = await _until_done(request, served.score(body.query, texts, **lengths.as_kwargs()),
+                                   settings.request_timeout)
         _timing_headers(response, scored, started)
         request.state.log_fields = {
             "model": served.name, "documents": len(texts), "tokens": scored.total_tokens,
             "truncated": sum(scored.truncated), "cache_hits": scored.cache_hits, "tokenize_ms": round(scored.tokenize_seconds * 1000, 2),
             "queue_ms": round(scored.queue_seconds * 1000, 2), "inference_ms": round(scored.inference_seconds * 1000, 2),
         }
-        scores = registry.calibrations[served.name].relevance(scored.logits)
+        calibration = registry.calibrations[served.name]
+        scores = calibration.relevance(scored.logits)
         # Ranked on the logits: a calibration keeps their order, but may squeeze scores into ties.
         ranked = rank_order(scored.logits.tolist(), body.top_n)
         min_score = settings.min_score if body.min_score is None else body.min_score
@@ -193,7 +183,8 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             response.headers["x-below-min-score"] = str(len(ranked) - len(order))
         if tei:
             values = scored.logits if body.raw_scores else scores
-            return [TEIRank(index=i, score=float(values[i]), text=texts[i] if body.return_text else None) for i in order]
+            return [TEIRank(index=i, score=float(values[i]), text=texts[i] if body.return_text else None,
+                            **chunk_info(scored.chunks, i, body.return_chunk_scores, calibration)) for i in order]
         with_documents = body.return_documents is not False
         results = [
             RerankResult(
@@ -202,12 +193,16 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 raw_score=float(scored.logits[i]) if body.raw_scores else None,
                 truncated=scored.truncated[i],
                 document=_returned_document(body.documents, texts, i) if with_documents else None,
+                **chunk_info(scored.chunks, i, body.return_chunk_scores, calibration),
             )
             for i in order
         ]
         truncated = [i for i, t in enumerate(scored.truncated) if t]
+        cut = (f"had tokens past their {lengths.chunking.max_chunks} windows (or max_tokens_per_doc) left unscored"
+               if lengths.truncation == "chunk" else
+               f"were truncated to fit {lengths.max_length or served.encoder.max_length} tokens with the query")
         warnings = (
-            [f"{len(truncated)} document(s) were truncated to fit {served.encoder.max_length} tokens with the query: "
+            [f"{len(truncated)} document(s) {cut}: "
              f"indices {', '.join(map(str, truncated[:20]))}{' ...' if len(truncated) > 20 else ''}"]
             if truncated else None
         )
@@ -226,9 +221,10 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             ),
         )
 
-    @router.post("/score", response_model=ScoreResponse, responses=_ERRORS, dependencies=[Depends(not_draining)],
-                 summary="Score text pairs (vLLM)")
-    @router.post("/v1/score", include_in_schema=False, response_model=ScoreResponse, dependencies=[Depends(not_draining)])
+    @router.post("/score", response_model=ScoreResponse, response_model_exclude_none=True, responses=_ERRORS,
+                 dependencies=[Depends(not_draining)], summary="Score text pairs (vLLM)")
+    @router.post("/v1/score", include_in_schema=False, response_model=ScoreResponse, response_model_exclude_none=True,
+                 dependencies=[Depends(not_draining)])
     async def score(body: ScoreRequest, request: Request, response: Response) -> ScoreResponse:
         """vLLM's score API: `text_1` against each of `text_2` (1:N), or pair by pair (N:N)."""
         started = time.perf_counter()
@@ -244,21 +240,20 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             )
         for query in dict.fromkeys(left):
             check_query(query, len(right))
-        scored = await _until_done(
-            request,
-            served.score(left, right, max_length=_effective_max_length(body.truncate_prompt_tokens),
-                         truncate=settings.truncation == "truncate"),
-            settings.request_timeout,
-        )
+        scored = await _until_done(request, served.score(left, right, **resolve_lengths(body, settings).as_kwargs()),
+                                   settings.request_timeout)
         _timing_headers(response, scored, started)
         # Index-aligned, one score per pair: min_score has nothing to drop here.
-        scores = registry.calibrations[served.name].relevance(scored.logits)
+        calibration = registry.calibrations[served.name]
+        scores = calibration.relevance(scored.logits)
         tokens = scored.total_tokens
         return ScoreResponse(
             id=f"score-{uuid.uuid4().hex}",
             created=int(time.time()),
             model=served.name,
-            data=[ScoreData(index=i, score=float(s)) for i, s in enumerate(scores)],
+            data=[ScoreData(index=i, score=float(s),
+                            **chunk_info(scored.chunks, i, body.return_chunk_scores, calibration))
+                  for i, s in enumerate(scores)],
             usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
         )
 
@@ -310,6 +305,9 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             max_queue_wait=settings.queue_wait_limit,
             request_timeout=settings.request_timeout,
             truncation=settings.truncation,
+            chunk_overlap=settings.chunk_overlap,
+            chunk_aggregate=settings.chunk_aggregate,
+            max_chunks_per_doc=settings.max_chunks_per_doc,
             cache=registry.cache.description if registry.cache is not None else None,
             models=models,
             state=(State.DRAINING if draining.is_set() else registry.state).value,
