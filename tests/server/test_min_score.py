@@ -122,6 +122,13 @@ def test_calibrated_relevance_with_raw_logits_and_the_default_min_score(calibrat
         scores = client.post("/score", json={"text_1": QUERY, "text_2": DOCS}).json()
         assert [d["score"] for d in scores["data"]] == pytest.approx(relevance, abs=TOL)
         assert client.get("/info").json()["models"][0]["calibration"].endswith("calibration.json")
+        # A chunked document's windows are on the calibrated scale too, like its relevance_score.
+        chunked = client.post("/rerank", json={"query": QUERY, "documents": DOCS, "min_score": 0, "truncation": "chunk",
+                                               "return_chunk_scores": True}).json()
+        for r in chunked["results"]:
+            best = max(r["chunk_scores"], key=lambda w: w["raw_score"])
+            assert best["score"] == pytest.approx(r["relevance_score"], abs=TOL)
+            assert best["score"] == pytest.approx(CALIBRATION.relevance(best["raw_score"]), abs=TOL)
 
 
 def test_a_bad_calibration_stops_serve_before_loading(xlmr_dir: Path, tmp_path: Path) -> None:
