@@ -1,0 +1,76 @@
+"""OpenVINO IR: converting a transformers model, reading and writing it, INT8 through NNCF.
+
+Kept apart from the backend so that loading (which converts a torch model at load
+time) and export (which writes one) use it without importing each other.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rerankd.errors import ErrorKind, RerankdError
+
+# optimum-intel's names, so directories it writes load too.
+IR_FILE = "openvino_model.xml"
+IR_WEIGHTS_FILE = "openvino_model.bin"
+
+
+def import_openvino() -> Any:
+    """The `openvino` module, or an error that names the extra to install."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise RerankdError(
+            ErrorKind.UNSUPPORTED, "the openvino backend needs OpenVINO: pip install 'rerankd[openvino]'"
+        ) from exc
+    return openvino
+
+
+def convert(model: torch.nn.Module, input_names: Sequence[str]) -> Any:
+    """The transformers model as an OpenVINO model, classification head included, batch and width dynamic."""
+    ov = import_openvino()
+    example = {name: torch.ones((2, 8), dtype=torch.long) for name in input_names}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
+        # The example fixes no dimension: inputs come out [?, ?], as batches vary in size and width.
+        converted = ov.convert_model(model, example_input=example)
+    converted.outputs[0].get_tensor().set_names({"logits"})
+    return converted
+
+
+def read(directory: Path) -> Any:
+    return import_openvino().Core().read_model(directory / IR_FILE)
+
+
+def save(model: Any, directory: Path) -> None:
+    # OpenVINO halves fp32 weights to fp16 on save by default; that would cost the 1e-4 parity.
+    import_openvino().save_model(model, directory / IR_FILE, compress_to_fp16=False)
+
+
+def quantize_int8(model: Any, calibration: Sequence[dict[str, np.ndarray]]) -> Any:
+    """Static INT8 (weights and activations) calibrated on `calibration`'s batches.
+
+    Weights are held to 7 bits (NNCF's overflow fix, on every layer): without VNNI, x86 multiplies u8 activations
+    by s8 weights with VPMADDUBSW, whose 16-bit pair sums saturate on full-range weights - the ONNX INT8 export
+    lost most of its ranking that way on AVX2 (docs/backends.md). The gate runs only on the exporting CPU, so the
+    model must be safe on every CPU it may be served on.
+    """
+    try:
+        import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    except ImportError as exc:
+        raise RerankdError(
+            ErrorKind.UNSUPPORTED, "OpenVINO INT8 export needs NNCF: pip install 'rerankd[openvino]'"
+        ) from exc
+    names = [port.get_any_name() for port in model.inputs]
+    dataset = nncf.Dataset([{name: batch[name] for name in names} for batch in calibration])
+    return nncf.quantize(
+        model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
+        advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE),
+    )
