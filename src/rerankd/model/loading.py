@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model.device import TORCH_DTYPES, resolve_device, resolve_dtype
 from rerankd.model.identity import model_identity
-from rerankd.model.openvino_ir import IR_FILE, convert
+from rerankd.model.openvino_ir import IR_FILE, convert, import_openvino
 from rerankd.model.quantize import bitsandbytes_8bit, quantize_dynamic_int8
 from rerankd.settings import Settings
 
@@ -305,6 +305,7 @@ def _load_openvino(
     """An exported IR as it is, or the transformers model converted now (to try OpenVINO without an export)."""
     if settings.device not in ("auto", "cpu"):
         raise RerankdError(ErrorKind.UNSUPPORTED, f"the openvino backend runs on the CPU; got --device {settings.device}")
+    import_openvino()  # a missing package fails before a model is loaded
     exported = local_dir is not None and (local_dir / IR_FILE).is_file()
     dtype = export_dtype(local_dir, OPENVINO_INFO_FILE) if exported and local_dir is not None else "fp32"
     if settings.dtype not in ("auto", dtype):
