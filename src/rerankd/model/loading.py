@@ -167,14 +167,15 @@ def backend_candidates(settings: Settings, local_dir: Path | None) -> list[str]:
     if settings.backend != "auto":
         return [settings.backend]
     exports = _exports(local_dir)
+    wanted = "fp32" if settings.dtype == "auto" else settings.dtype
+    in_precision = [backend for backend, dtype in exports.items() if dtype == wanted]
     has_torch = local_dir is None or any((local_dir / name).is_file() for name in _TORCH_WEIGHTS)
     if not has_torch and exports:
-        wanted = "fp32" if settings.dtype == "auto" else settings.dtype
-        return [b for b, dtype in exports.items() if dtype == wanted] or list(exports)[:1]
+        # The export's loader explains a precision it doesn't hold.
+        return in_precision or list(exports)[:1]
     if resolve_device(settings.device).type != "cpu":
         return ["torch"]
-    wanted = "fp32" if settings.dtype == "auto" else settings.dtype
-    return ["torch"] + [b for b, dtype in exports.items() if dtype == wanted]
+    return ["torch", *in_precision]
 
 
 def load_backend(settings: Settings, backend: str) -> LoadedModel:
