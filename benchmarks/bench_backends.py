@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, the first is the reference")
     parser.add_argument("--server-requests", type=int, default=0, help="requests per server per repeat (0: none)")
     parser.add_argument("--clients", type=int, default=4, help="closed-loop clients per server")
+    parser.add_argument("--exports", type=Path, default=None,
+                        help="keep the exports here and reuse them in later runs (default: a temporary directory)")
     args = parser.parse_args()
     keys = args.variants.split(",")
     unknown = [k for k in keys if k not in VARIANTS]
@@ -80,15 +82,17 @@ def main() -> None:
     path = model_dir(args.shape)
     pairs = [(QUERY, d) for d in mixed_documents(args.docs)]
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="bench-backends-") as exports:
+    with tempfile.TemporaryDirectory(prefix="bench-backends-") as temporary:
+        exports = args.exports or Path(temporary)
         directories = {}
         for key in keys:
             export = VARIANTS[key][3]
             directories[key] = path
             if export is not None:
-                directories[key] = Path(exports) / key
+                directories[key] = exports / key
                 export_function, options = export
-                export_function(Settings(model=str(path)), directories[key], force=True, **options)
+                if not (directories[key] / "config.json").is_file():
+                    export_function(Settings(model=str(path)), directories[key], force=True, **options)
         rows = offline(keys, directories, pairs, args.repeats)
         served = serve(keys, directories, args) if args.server_requests else {}
     load_after = os.getloadavg()

@@ -121,6 +121,8 @@ def export_openvino(settings: Settings, out_dir: Path, *, quantize: str | None =
     """Convert `settings.model` (torch, fp32) to OpenVINO IR in `out_dir`, optionally INT8 through NNCF."""
     if quantize not in (None, "int8"):
         raise RerankdError(ErrorKind.INVALID_INPUT, f"quantize must be int8 or nothing, got {quantize!r}")
+    if quantize:
+        openvino_ir.check_int8_cpu(f"cannot export {settings.model} to OpenVINO INT8")
     torch_settings = settings.with_changes(backend="torch", device="cpu", dtype="fp32")
     loaded = load_model(torch_settings)
 

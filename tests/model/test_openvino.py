@@ -15,7 +15,7 @@ from helpers import PAIRS
 from rerankd import RerankdError, Reranker, Settings
 from rerankd.cli.main import cli
 from rerankd.export import export_onnx, export_openvino
-from rerankd.model import load_model
+from rerankd.model import load_model, openvino_ir
 from rerankd.model import loading as loading_module
 from rerankd.model.loading import backend_candidates
 from rerankd.model.quality import MIN_SPEARMAN, cpu_features, spearman
@@ -35,6 +35,10 @@ def openvino_dirs(xlmr_dir, bert_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def int8_export(xlmr_dir, tmp_path_factory) -> tuple[Path, str]:
     """`rerankd export --format openvino --quantize int8` of the tiny XLM-R fixture: (directory, CLI output)."""
+    try:
+        openvino_ir.check_int8_cpu("OpenVINO INT8")
+    except RerankdError as refused:  # tested below on any CPU, by test_openvino_int8_is_refused_without_vnni
+        pytest.skip(str(refused))
     out = tmp_path_factory.mktemp("openvino-int8") / "q"
     result = CliRunner().invoke(cli, ["export", "--model", str(xlmr_dir), "--out", str(out),
                                       "--format", "openvino", "--quantize", "int8"])
@@ -99,6 +103,20 @@ def test_openvino_int8_export_passes_the_gate_and_serves(int8_export, reranker):
     expected = reranker.compute_score(PAIRS, normalize=False)
     assert got != expected  # really quantised
     assert spearman(np.array(got), np.array(expected)) >= MIN_SPEARMAN
+
+
+def test_openvino_int8_is_refused_without_vnni(openvino_dirs, xlmr_dir, monkeypatch, tmp_path):
+    monkeypatch.setattr(openvino_ir, "cpu_features", lambda: "avx2")
+    with pytest.raises(RerankdError, match="OpenVINO INT8 needs a CPU with VNNI, and this one has avx2"):
+        export_openvino(Settings(model=str(xlmr_dir)), tmp_path / "q", quantize="int8")
+    assert not (tmp_path / "q").exists()
+    labelled_int8 = tmp_path / "int8"
+    shutil.copytree(openvino_dirs["xlm-roberta"], labelled_int8)
+    (labelled_int8 / "rerankd_openvino_export.json").write_text(json.dumps({"dtype": "int8"}))
+    with pytest.raises(RerankdError, match="is an OpenVINO INT8 export: OpenVINO INT8 needs a CPU with VNNI"):
+        load_model(Settings(model=str(labelled_int8)))
+    monkeypatch.setattr(openvino_ir, "cpu_features", lambda: "avx2, avx512f, avx512bw, avx512_vnni")
+    assert load_model(Settings(model=str(labelled_int8))).dtype == "int8"
 
 
 def test_openvino_int8_matmul_weights_leave_no_room_to_saturate(int8_export):

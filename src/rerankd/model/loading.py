@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model.device import TORCH_DTYPES, resolve_device, resolve_dtype
 from rerankd.model.identity import model_identity
-from rerankd.model.openvino_ir import IR_FILE, convert, import_openvino
+from rerankd.model.openvino_ir import IR_FILE, check_int8_cpu, convert, import_openvino
 from rerankd.model.quantize import bitsandbytes_8bit, quantize_dynamic_int8
 from rerankd.settings import Settings
 
@@ -318,6 +318,8 @@ def _load_openvino(
             f"the openvino backend runs {where} in {dtype}, so pass --dtype auto or {dtype} (got --dtype "
             f"{settings.dtype}), or {how}",
         )
+    if dtype == "int8":
+        check_int8_cpu(f"{where} is an OpenVINO INT8 export")
     if exported and local_dir is not None:
         return _load_export(settings, config, local_dir, where, started, torch.device("cpu"), dtype, "openvino")
     torch_model = _load_torch(settings.with_changes(device="cpu", dtype="fp32"), config, local_dir, where, started)
