@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, the first is the reference")
     parser.add_argument("--server-requests", type=int, default=0, help="requests per server per repeat (0: none)")
     parser.add_argument("--clients", type=int, default=4, help="closed-loop clients per server")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: every core)")
     parser.add_argument("--exports", type=Path, default=None,
                         help="keep the exports here and reuse them in later runs (default: a temporary directory)")
     args = parser.parse_args()
@@ -83,7 +84,7 @@ def main() -> None:
     pairs = [(QUERY, d) for d in mixed_documents(args.docs)]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as temporary:
-        exports = args.exports or Path(temporary)
+        exports = (args.exports or Path(temporary)).resolve()  # the servers run from the repository root
         directories = {}
         for key in keys:
             export = VARIANTS[key][3]
@@ -93,13 +94,13 @@ def main() -> None:
                 export_function, options = export
                 if not (directories[key] / "config.json").is_file():
                     export_function(Settings(model=str(path)), directories[key], force=True, **options)
-        rows = offline(keys, directories, pairs, args.repeats)
+        rows = offline(keys, directories, pairs, args.repeats, args.threads)
         served = serve(keys, directories, args) if args.server_requests else {}
     load_after = os.getloadavg()
     for key, row in rows.items():
         row.update(served.get(key, {}))
     command = "python benchmarks/bench_backends.py " + shlex.join(sys.argv[1:])
-    result = {"shape": args.shape, "docs": len(pairs), "threads": torch.get_num_threads(), "cpu": _cpu_name(),
+    result = {"shape": args.shape, "docs": len(pairs), "threads": args.threads or torch.get_num_threads(), "cpu": _cpu_name(),
               "load_average_before": load_before, "load_average_after": load_after,
               "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
               "openvino": openvino.__version__, "rows": list(rows.values()), "command": command}
@@ -121,12 +122,12 @@ def main() -> None:
     print(f"wrote {out.relative_to(HERE.parent)}")
 
 
-def offline(keys: list[str], directories: dict[str, Path], pairs: list[tuple[str, str]], repeats: int
-            ) -> dict[str, dict]:
+def offline(keys: list[str], directories: dict[str, Path], pairs: list[tuple[str, str]], repeats: int,
+            threads: int | None) -> dict[str, dict]:
     rerankers = {}
     for key in keys:
         _, backend, dtype, _ = VARIANTS[key]
-        rerankers[key] = Reranker(str(directories[key]), device="cpu", backend=backend, dtype=dtype)
+        rerankers[key] = Reranker(str(directories[key]), device="cpu", backend=backend, dtype=dtype, threads=threads)
         rerankers[key].score(pairs[:16])  # warm-up
     times: dict[str, list[float]] = {key: [] for key in keys}
     logits = {}
@@ -161,6 +162,7 @@ def serve(keys: list[str], directories: dict[str, Path], args: argparse.Namespac
             port = _free_port()
             cmd = [sys.executable, "-m", "rerankd.cli.main", "serve", "--model", str(directories[key]), "--port",
                    str(port), "--device", "cpu", "--backend", backend, "--dtype", dtype]
+            cmd += ["--threads", str(args.threads)] if args.threads else []
             proc, log = servers.start(key, cmd, env)
             _wait_for(f"http://127.0.0.1:{port}/ready", proc, log, deadline_s=600)
             urls[key] = f"http://127.0.0.1:{port}/v1/rerank"
