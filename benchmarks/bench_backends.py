@@ -4,7 +4,8 @@
     python benchmarks/bench_backends.py --shape mini --docs 96 --repeats 3
     python benchmarks/bench_backends.py --shape base --docs 32 --repeats 2 \\
         --variants torch-fp32,onnx-fp32,openvino-fp32,torch-int8,onnx-int8,openvino-int8
-    python benchmarks/bench_backends.py --shape mini --docs 96 --repeats 3 --server-requests 8 --clients 4
+    python benchmarks/bench_backends.py --shape mini --docs 32 --repeats 2 --server-requests 1 --clients 1 \\
+        --variants torch-fp32,onnx-fp32,openvino-fp32,onnx-int8,openvino-int8 --out results/backends-openvino-mini.json
 
 Backends: torch fp32, torch dynamic INT8, ONNX Runtime and OpenVINO on `rerankd
 export`s made fresh by this script (ONNX fp32, fused, INT8; OpenVINO fp32 and NNCF
@@ -18,7 +19,7 @@ benchmark pairs, and the largest logit difference.
 With --server-requests N, each variant is also served by its own `rerankd serve`
 (all started up front, idle while another one is measured), and each repeat sends
 N requests of 32 mixed-length documents from --clients closed-loop clients to each
-server in turn (the score cache off). Writes benchmarks/results/backends-<shape>.json.
+server in turn (the score cache off). Writes benchmarks/results/backends-<shape>.json, or --out.
 """
 
 from __future__ import annotations
@@ -72,9 +73,11 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, the first is the reference")
     parser.add_argument("--server-requests", type=int, default=0, help="requests per server per repeat (0: none)")
     parser.add_argument("--clients", type=int, default=4, help="closed-loop clients per server")
+    parser.add_argument("--out", type=Path, default=None, help="results file, relative to benchmarks/ (default: results/backends-<shape>.json)")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: every core)")
     parser.add_argument("--exports", type=Path, default=None,
-                        help="keep the exports here and reuse them in later runs (default: a temporary directory)")
+                        help="keep the exports here (relative to benchmarks/) and reuse them in later runs (default: a temporary "
+                             "directory)")
     args = parser.parse_args()
     keys = args.variants.split(",")
     unknown = [k for k in keys if k not in VARIANTS]
@@ -84,7 +87,7 @@ def main() -> None:
     pairs = [(QUERY, d) for d in mixed_documents(args.docs)]
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-backends-") as temporary:
-        exports = (args.exports or Path(temporary)).resolve()  # the servers run from the repository root
+        exports = HERE / (args.exports or temporary)  # absolute: the servers run from the repository root
         directories = {}
         for key in keys:
             export = VARIANTS[key][3]
@@ -104,7 +107,7 @@ def main() -> None:
               "load_average_before": load_before, "load_average_after": load_after,
               "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
               "openvino": openvino.__version__, "rows": list(rows.values()), "command": command}
-    out = HERE / "results" / f"backends-{args.shape}.json"
+    out = HERE / (args.out or Path("results") / f"backends-{args.shape}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"shape {args.shape}, {len(pairs)} pairs, {result['threads']} threads, {result['cpu']}, "
           f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}; "
