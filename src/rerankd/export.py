@@ -1,12 +1,14 @@
-"""`rerankd export`: a self-contained ONNX model directory (graph with its classification head, tokenizer, config).
+"""`rerankd export`: a self-contained ONNX or OpenVINO model directory (graph with its classification head,
+tokenizer, config).
 
-Stages: torch.onnx export (fp32), optionally ONNX Runtime's transformer graph
-fusions (`optimize`), optionally dynamic INT8 (`quantize`). Everything is built
-in a staging directory beside the target and checked there before it is moved
-in: an fp32 graph must match torch within `PARITY_TOLERANCE` on fixed pairs, an
-INT8 graph must pass the rank-correlation gate of `rerankd.model.quality`.
-Graphs over protobuf's 2 GB limit (the m3 shape in fp32) keep their weights in
-one external-data file beside model.onnx.
+ONNX stages: torch.onnx export (fp32), optionally ONNX Runtime's transformer graph
+fusions (`optimize`), optionally dynamic INT8 (`quantize`). OpenVINO: conversion
+from the transformers model (fp32), optionally static INT8 through NNCF calibrated
+on corpus pairs. Everything is built in a staging directory beside the target and
+checked there before it is moved in: an fp32 graph must match torch within
+`PARITY_TOLERANCE` on fixed pairs, an INT8 graph must pass the rank-correlation
+gate of `rerankd.model.quality`. ONNX graphs over protobuf's 2 GB limit (the m3
+shape in fp32) keep their weights in one external-data file beside model.onnx.
 """
 
 from __future__ import annotations
@@ -18,24 +20,30 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rerankd.corpus import corpus_lines
 from rerankd.engine.batching import collate
 from rerankd.engine.setup import Engine, build_engine
 from rerankd.errors import ErrorKind, RerankdError
-from rerankd.model.loading import EXPORT_INFO_FILE, ONNX_DATA_FILE, ONNX_FILE, LoadedModel, load_model
+from rerankd.model import load_model, openvino_ir
+from rerankd.model.loading import EXPORT_INFO_FILE, ONNX_DATA_FILE, ONNX_FILE, OPENVINO_INFO_FILE, LoadedModel
 from rerankd.model.quality import MIN_SPEARMAN, compare, enforce, reference_pairs
 from rerankd.settings import Settings
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
+FORMATS = {"onnx": ("ONNX", EXPORT_INFO_FILE), "openvino": ("OpenVINO", OPENVINO_INFO_FILE)}  # label, info file
 PARITY_TOLERANCE = 1e-4
+# NNCF's statistics for OpenVINO INT8: 64 pairs in 16 batches.
+_CALIBRATION_PAIRS = 64
+_CALIBRATION_BATCH = 4
 # ONNX Runtime's offline optimiser levels: 1 = transformer fusions (attention, LayerNorm, GELU) plus basic
 # graph rewrites, portable; 2 adds extended fusions; 99 adds layout changes tied to this machine's CPU.
 OPTIMIZE_LEVELS = (0, 1, 2, 99)
@@ -66,11 +74,12 @@ class ExportInfo:
 
     source: str
     dtype: str  # fp32 or int8
-    optimize: int
-    opset: int
+    optimize: int  # ONNX only
+    opset: int | None  # ONNX only
     max_abs_logit_diff: float  # against torch fp32 on the check pairs
     spearman: float | None  # INT8 only: rank correlation with fp32 on the reference pairs
     gate_cpu: str | None = None  # INT8 only: the CPU extensions the gate ran on (rerankd.model.quality.cpu_features)
+    format: str = "onnx"  # or openvino
 
 
 @dataclass(frozen=True)
@@ -90,9 +99,8 @@ def export_onnx(
         raise RerankdError(ErrorKind.INVALID_INPUT, f"quantize must be int8 or nothing, got {quantize!r}")
     torch_settings = settings.with_changes(backend="torch", device="cpu", dtype="fp32")
     loaded = load_model(torch_settings)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
+
+    def write(staging: Path) -> None:
         work = staging / "work"
         work.mkdir()
         graph = _torch_export(loaded, work)
@@ -102,18 +110,52 @@ def export_onnx(
             graph = _quantize_int8(graph)
         _save_graph(graph, staging)
         shutil.rmtree(work)
+
+    info = ExportInfo(settings.model, quantize or "fp32", optimize, OPSET, 0.0, None)
+    # A previous export's external weights must not linger beside a graph that has none.
+    return _export(torch_settings, loaded, out_dir, write, info, force, stale=(ONNX_DATA_FILE,))
+
+
+def export_openvino(settings: Settings, out_dir: Path, *, quantize: str | None = None, force: bool = False
+                    ) -> ExportReport:
+    """Convert `settings.model` (torch, fp32) to OpenVINO IR in `out_dir`, optionally INT8 through NNCF."""
+    if quantize not in (None, "int8"):
+        raise RerankdError(ErrorKind.INVALID_INPUT, f"quantize must be int8 or nothing, got {quantize!r}")
+    if quantize:
+        openvino_ir.check_int8_cpu(f"cannot export {settings.model} to OpenVINO INT8")
+    torch_settings = settings.with_changes(backend="torch", device="cpu", dtype="fp32")
+    loaded = load_model(torch_settings)
+
+    def write(staging: Path) -> None:
+        model = openvino_ir.convert(loaded.model, loaded.tokenizer.model_input_names)
+        if quantize:
+            model = openvino_ir.quantize_int8(model, _calibration_batches(build_engine(torch_settings, loaded)))
+        openvino_ir.save(model, staging)
+
+    info = ExportInfo(settings.model, quantize or "fp32", 0, None, 0.0, None, format="openvino")
+    return _export(torch_settings, loaded, out_dir, write, info, force)
+
+
+def _export(torch_settings: Settings, loaded: LoadedModel, out_dir: Path, write: Callable[[Path], None],
+            planned: ExportInfo, force: bool, stale: tuple[str, ...] = ()) -> ExportReport:
+    """Write the graph (`write`) and the tokenizer files to a staging directory, check them, then move them in."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        write(staging)
         for name in _COPIED:
             if (loaded.path / name).is_file():
                 shutil.copy(loaded.path / name, staging / name)
-        info = _check(torch_settings, loaded, staging, settings.model, optimize, quantize, force)
-        (staging / EXPORT_INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
+        info = _check(torch_settings, loaded, staging, planned, force)
+        (staging / FORMATS[info.format][1]).write_text(json.dumps(asdict(info), indent=2) + "\n")
+        size = sum(p.stat().st_size for p in staging.iterdir() if p.is_file())
         out_dir.mkdir(exist_ok=True)
-        (out_dir / ONNX_DATA_FILE).unlink(missing_ok=True)  # a previous export's weights must not linger
+        for name in stale:
+            (out_dir / name).unlink(missing_ok=True)
         for file in staging.iterdir():
             os.replace(file, out_dir / file.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    size = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file())
     return ExportReport(out_dir, info, size)
 
 
@@ -221,29 +263,41 @@ def _save_graph(graph: Path, staging: Path) -> None:
         onnx.save_model(model, str(staging / ONNX_FILE))
 
 
-def _check(
-    torch_settings: Settings, loaded: LoadedModel, staging: Path, source: str, optimize: int, quantize: str | None,
-    force: bool,
-) -> ExportInfo:
+def _check(torch_settings: Settings, loaded: LoadedModel, staging: Path, planned: ExportInfo, force: bool
+           ) -> ExportInfo:
     """Score the check pairs (fp32) or the reference pairs (INT8) with torch and with the staged graph."""
-    onnx_settings = torch_settings.with_changes(model=str(staging), backend="onnx", dtype="auto")
-    pairs = list(reference_pairs()) if quantize else _CHECK_PAIRS
+    label = FORMATS[planned.format][0]
+    staged_settings = torch_settings.with_changes(model=str(staging), backend=planned.format, dtype="auto")
+    int8 = planned.dtype == "int8"
+    pairs = list(reference_pairs()) if int8 else _CHECK_PAIRS
     reference, candidate = (
         _logits(build_engine(s, model), pairs)
-        for s, model in ((torch_settings, loaded), (onnx_settings, load_model(onnx_settings)))
+        for s, model in ((torch_settings, loaded), (staged_settings, load_model(staged_settings)))
     )
     diff = float(np.max(np.abs(reference - candidate)))
-    if quantize:
+    if int8:
         report = compare(reference, candidate)
-        enforce(report, f"the INT8 ONNX export of {source}", MIN_SPEARMAN, force)
-        return ExportInfo(source, "int8", optimize, OPSET, diff, report.spearman, report.cpu)
+        enforce(report, f"the INT8 {label} export of {planned.source}", MIN_SPEARMAN, force)
+        return replace(planned, max_abs_logit_diff=diff, spearman=report.spearman, gate_cpu=report.cpu)
     if diff > PARITY_TOLERANCE:
         raise RerankdError(
             ErrorKind.INFERENCE,
-            f"the ONNX export of {source} differs from torch by {diff:.2e} in the logits "
+            f"the {label} export of {planned.source} differs from torch by {diff:.2e} in the logits "
             f"(more than {PARITY_TOLERANCE:g}); not using it",
         )
-    return ExportInfo(source, "fp32", optimize, OPSET, diff, None)
+    return replace(planned, max_abs_logit_diff=diff)
+
+
+def _calibration_batches(engine: Engine) -> list[dict[str, np.ndarray]]:
+    """INT8 calibration: batches of English and Chinese corpus pairs that the quality gate's reference set doesn't
+    hold, so the gate judges the model on pairs it was not calibrated on."""
+    reference = {text for pair in reference_pairs() for text in pair}
+    lines = [line for line in corpus_lines()[1::3] if line not in reference][:_CALIBRATION_PAIRS + 4]
+    queries, documents = lines[:4], lines[4:]
+    pairs = [(queries[i % len(queries)], document) for i, document in enumerate(documents)]
+    encoded = engine.encoder.encode_pairs(pairs)
+    return [collate(encoded[i:i + _CALIBRATION_BATCH], engine.encoder.pad_id, engine.encoder.with_token_types)
+            for i in range(0, len(encoded), _CALIBRATION_BATCH)]
 
 
 def _logits(engine: Engine, pairs: list[tuple[str, str]]) -> np.ndarray:

@@ -82,8 +82,8 @@ class Reranker:
         device: `auto` (cuda, then mps, then cpu), `cpu`, `cuda`, `cuda:N` or `mps`.
         dtype: `auto` (fp16 on CUDA, fp32 elsewhere), `fp32`, `fp16`, `bf16`, or `int8` (dynamic quantisation
             on CPU, bitsandbytes on CUDA; refused if it ranks a reference set unlike fp32).
-        backend: `torch`, `onnx` (a directory made by `rerankd export`), or `auto` (onnx for such a directory;
-            see docs/backends.md).
+        backend: `torch`, `onnx` (a directory made by `rerankd export`), `openvino` (CPU), or `auto` (on the CPU
+            the fastest that can run the directory, by a timed warm-up; see docs/backends.md).
         max_length: Most tokens per pair; only the document is truncated to fit.
         query_max_length: Most tokens of the query (default: 3/4 of `max_length`).
         max_batch_tokens: Token budget of one model batch (rows x longest row); default 2048 on CPU, 32768 on GPU.

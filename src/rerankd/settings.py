@@ -24,7 +24,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
 TRUNCATION_MODES = ("truncate", "chunk", "error")
 CHUNK_AGGREGATES = ("max", "mean")
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
 # Measured in benchmarks/RESULTS.md (issue 2): on CPU, budgets of 1-4k tokens beat 8-16k by 20-30%, and
 # 2048 is as fast as 4096 (21.4 against 20.9 pairs/s). The smaller one halves the time of one batch, which
 # is how long a request that arrives while the model runs waits for its turn (issue 10).
@@ -55,9 +55,10 @@ class Settings:
     )
     backend: str = field(
         default="auto",
-        metadata=_flag("Runtime: torch, or onnx (ONNX Runtime, for directories made by `rerankd export`); auto "
-                       "picks onnx for a directory with an ONNX export when it holds no torch weights, or runs on "
-                       "the CPU in the export's precision (docs/backends.md).", choices=BACKENDS),
+        metadata=_flag("Runtime: torch; onnx (ONNX Runtime, for directories made by `rerankd export`); openvino "
+                       "(CPU; an `export --format openvino` directory, or converted at load). auto: on the CPU, "
+                       "the fastest of those the directory can run in the precision asked for, by a timed warm-up "
+                       "(docs/backends.md).", choices=BACKENDS),
     )
     max_length: int = field(
         default=512, metadata=_flag("Most tokens per (query, document) pair; only the document is cut to fit.")

@@ -43,12 +43,15 @@ def test_auto_picks_onnx_for_an_export_and_torch_otherwise(onnx_dirs, xlmr_dir):
     assert load_model(Settings(model=str(xlmr_dir))).backend == "torch"
 
 
-def test_auto_with_torch_weights_beside_an_export_picks_onnx_on_cpu_in_its_precision(onnx_dirs, xlmr_dir, tmp_path):
+def test_auto_with_torch_weights_beside_an_export_measures_both_on_cpu_in_its_precision(onnx_dirs, xlmr_dir,
+                                                                                        tmp_path):
     both = tmp_path / "both"
     shutil.copytree(xlmr_dir, both)
     for name in ("model.onnx", "rerankd_export.json"):
         shutil.copy(onnx_dirs["xlm-roberta"] / name, both / name)
-    assert load_model(Settings(model=str(both), device="cpu")).backend == "onnx"
+    measured = load_model(Settings(model=str(both), device="cpu"))
+    assert set(measured.backend_timings) == {"torch", "onnx"}
+    assert measured.backend == min(measured.backend_timings, key=measured.backend_timings.get)
     assert load_model(Settings(model=str(both), device="cpu", dtype="int8")).backend == "torch"
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from rerankd.engine.encoding import PairEncoder
 from rerankd.engine.scoring import BatchScorer
 from rerankd.errors import ErrorKind, RerankdError
-from rerankd.model import LoadedModel, TorchBackend
-from rerankd.model.onnx_backend import OnnxBackend
+from rerankd.model import LoadedModel
+from rerankd.model.runtime import create_backend
 from rerankd.model.threads import model_threads
 from rerankd.settings import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, Settings
 
@@ -22,9 +20,6 @@ class Engine:
 
 
 def build_engine(settings: Settings, loaded: LoadedModel) -> Engine:
-    threads = model_threads(settings.threads, settings.workers)
-    if loaded.device.type == "cpu":
-        torch.set_num_threads(threads)
     limit = loaded.max_supported_length
     if settings.max_length > limit:
         raise RerankdError(
@@ -32,7 +27,7 @@ def build_engine(settings: Settings, loaded: LoadedModel) -> Engine:
             f"max_length {settings.max_length} is more than {loaded.path} supports ({limit} tokens)",
         )
     encoder = PairEncoder(loaded.tokenizer, settings.max_length, settings.effective_query_max_length)
-    backend = OnnxBackend(loaded, threads) if loaded.backend == "onnx" else TorchBackend(loaded)
+    backend = create_backend(loaded, model_threads(settings.threads, settings.workers))
     scorer = BatchScorer(
         backend,
         pad_id=encoder.pad_id,

@@ -6,10 +6,11 @@ the shared cache behave as users know them from transformers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model.device import TORCH_DTYPES, resolve_device, resolve_dtype
 from rerankd.model.identity import model_identity
+from rerankd.model.openvino_ir import IR_FILE, check_int8_cpu, convert, import_openvino
 from rerankd.model.quantize import bitsandbytes_8bit, quantize_dynamic_int8
 from rerankd.settings import Settings
 
@@ -40,12 +42,16 @@ class LoadedModel:
     path: Path
     config: PretrainedConfig
     tokenizer: Any
-    model: torch.nn.Module | None  # None for the ONNX backend, which loads its own session
+    # torch: the nn.Module; openvino: the ov.Model converted at load time, or None when its backend reads the
+    # exported IR; onnx: None (the backend opens its own session).
+    model: Any
     device: torch.device
     dtype: str
     load_seconds: float
     identity: str
     backend: str = "torch"
+    # `--backend auto` on CPU: seconds per warm-up batch of each backend it measured (rerankd.model.autoselect).
+    backend_timings: dict[str, float] | None = None
 
     @property
     def fixture(self) -> dict[str, Any] | None:
@@ -128,40 +134,69 @@ def _load_config(source: str, local_dir: Path | None, revision: str | None) -> P
 ONNX_FILE = "model.onnx"
 ONNX_DATA_FILE = "model.onnx.data"  # weights of graphs over protobuf's 2 GB limit
 EXPORT_INFO_FILE = "rerankd_export.json"
+OPENVINO_INFO_FILE = "rerankd_openvino_export.json"  # its own, so one directory can hold both exports
 _TORCH_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-def export_dtype(local_dir: Path) -> str:
-    """The precision an ONNX export was written in (exports older than the info file are fp32)."""
-    info_file = local_dir / EXPORT_INFO_FILE
+def export_dtype(local_dir: Path, info_name: str = EXPORT_INFO_FILE) -> str:
+    """The precision an export was written in (exports older than the info file, or not ours, are fp32)."""
+    info_file = local_dir / info_name
     return str(json.loads(info_file.read_text()).get("dtype", "fp32")) if info_file.is_file() else "fp32"
 
 
-def choose_backend(settings: Settings, local_dir: Path | None) -> str:
-    """`auto` follows benchmarks/RESULTS.md (issue 5): ONNX Runtime for a directory with an ONNX export, when it
-    holds nothing else or when the model runs on the CPU in the export's precision (there ONNX Runtime measured
-    as fast as torch or faster); torch otherwise, and always for GPUs and precisions the export doesn't have."""
+def _exports(local_dir: Path | None) -> dict[str, str]:
+    """Backend -> precision of each export in `local_dir` whose runtime is installed."""
+    found = {}
+    if local_dir is not None:
+        for backend, runtime, graph, info in (("onnx", "onnxruntime", ONNX_FILE, EXPORT_INFO_FILE),
+                                              ("openvino", "openvino", IR_FILE, OPENVINO_INFO_FILE)):
+            if (local_dir / graph).is_file() and importlib.util.find_spec(runtime) is not None:
+                found[backend] = export_dtype(local_dir, info)
+    return found
+
+
+def backend_candidates(settings: Settings, local_dir: Path | None) -> list[str]:
+    """The backends that can run this model as asked; `auto` measures them on the CPU and takes the fastest.
+
+    On the CPU: torch when there are torch weights (or a hub id), and each installed runtime whose export in the
+    directory is in the precision asked for (fp32 for `--dtype auto`). So `auto` never picks INT8 by itself, except
+    for a directory that holds nothing but an INT8 export. OpenVINO's convert-at-load is not a candidate: it costs
+    seconds to minutes and a second copy of the weights, so `auto` considers OpenVINO once it has been exported.
+    On a GPU: torch, or the export when the directory holds nothing else.
+    """
     if settings.backend != "auto":
-        return settings.backend
-    if local_dir is None or not (local_dir / ONNX_FILE).is_file():
-        return "torch"
-    if not any((local_dir / name).is_file() for name in _TORCH_WEIGHTS):
-        return "onnx"
-    on_cpu = resolve_device(settings.device).type == "cpu"
-    return "onnx" if on_cpu and settings.dtype in ("auto", export_dtype(local_dir)) else "torch"
+        return [settings.backend]
+    exports = _exports(local_dir)
+    wanted = "fp32" if settings.dtype == "auto" else settings.dtype
+    in_precision = [backend for backend, dtype in exports.items() if dtype == wanted]
+    has_torch = local_dir is None or any((local_dir / name).is_file() for name in _TORCH_WEIGHTS)
+    if not has_torch and exports:
+        # The export's loader explains a precision it doesn't hold.
+        return in_precision or list(exports)[:1]
+    if resolve_device(settings.device).type != "cpu":
+        return ["torch"]
+    return ["torch", *in_precision]
 
 
-def load_model(settings: Settings) -> LoadedModel:
-    """Load, validate and place the model named by `settings.model`."""
+def load_backend(settings: Settings, backend: str) -> LoadedModel:
+    """Load, validate and place the model named by `settings.model` for `backend` (not auto)."""
     started = time.perf_counter()
     source = settings.model
     local_dir = resolve_local_dir(source)
     where = str(local_dir) if local_dir is not None else f"hub model {source!r}"
     config = _load_config(source, local_dir, settings.revision)
     check_is_reranker(config, where)
-    if choose_backend(settings, local_dir) == "onnx":
+    if backend == "onnx":
         return _load_onnx(settings, config, local_dir, where, started)
+    if backend == "openvino":
+        return _load_openvino(settings, config, local_dir, where, started)
+    return _load_torch(settings, config, local_dir, where, started)
 
+
+def _load_torch(
+    settings: Settings, config: PretrainedConfig, local_dir: Path | None, where: str, started: float
+) -> LoadedModel:
+    source = settings.model
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     location: str | Path = local_dir if local_dir is not None else source
@@ -238,6 +273,14 @@ def _load_onnx(
             f"{where} is an {dtype} ONNX export; the onnx backend runs it as exported, so pass --dtype auto or "
             f"{dtype} (got --dtype {settings.dtype}), or export again with `rerankd export`",
         )
+    return _load_export(settings, config, local_dir, where, started, device, dtype, "onnx")
+
+
+def _load_export(
+    settings: Settings, config: PretrainedConfig, local_dir: Path, where: str, started: float, device: torch.device,
+    dtype: str, backend: str,
+) -> LoadedModel:
+    """The tokenizer and config of an exported directory; its backend reads the graph itself."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(local_dir)
     except (OSError, ValueError) as exc:
@@ -253,5 +296,35 @@ def _load_onnx(
         dtype=dtype,
         load_seconds=time.perf_counter() - started,
         identity=model_identity(settings.model, local_dir, None),
-        backend="onnx",
+        backend=backend,
     )
+
+
+def _load_openvino(
+    settings: Settings, config: PretrainedConfig, local_dir: Path | None, where: str, started: float
+) -> LoadedModel:
+    """An exported IR as it is, or the transformers model converted now (to try OpenVINO without an export)."""
+    if settings.device not in ("auto", "cpu"):
+        raise RerankdError(ErrorKind.UNSUPPORTED, f"the openvino backend runs on the CPU; got --device {settings.device}")
+    import_openvino()  # a missing package fails before a model is loaded
+    exported = local_dir is not None and (local_dir / IR_FILE).is_file()
+    dtype = export_dtype(local_dir, OPENVINO_INFO_FILE) if exported and local_dir is not None else "fp32"
+    if settings.dtype not in ("auto", dtype):
+        how = ("export again with `rerankd export --format openvino`" if exported else
+               f"for INT8 export first: `rerankd export --format openvino --quantize int8 --model {settings.model} "
+               "--out DIR`")
+        raise RerankdError(
+            ErrorKind.UNSUPPORTED,
+            f"the openvino backend runs {where} in {dtype}, so pass --dtype auto or {dtype} (got --dtype "
+            f"{settings.dtype}), or {how}",
+        )
+    if dtype == "int8":
+        check_int8_cpu(f"{where} is an OpenVINO INT8 export")
+    if exported and local_dir is not None:
+        return _load_export(settings, config, local_dir, where, started, torch.device("cpu"), dtype, "openvino")
+    torch_model = _load_torch(settings.with_changes(device="cpu", dtype="fp32"), config, local_dir, where, started)
+    converting = time.perf_counter()
+    model = convert(torch_model.model, torch_model.tokenizer.model_input_names)
+    log.info("converted %s to OpenVINO in %.2f s (a `rerankd export --format openvino` directory skips this)",
+             where, time.perf_counter() - converting)
+    return replace(torch_model, model=model, backend="openvino", load_seconds=time.perf_counter() - started)

@@ -283,7 +283,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         models = [
             ServedModelInfo(
                 name=name, source=loaded.source, revision=loaded.revision, model_type=loaded.model_type,
-                backend=service.scorer.backend.name,
+                backend=service.scorer.backend.name, backend_timings=loaded.backend_timings,
                 device=str(loaded.device), dtype=loaded.dtype, max_input_length=service.settings.max_length,
                 is_fixture=loaded.fixture is not None, calibration=registry.calibrations[name].source,
             )
