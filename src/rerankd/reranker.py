@@ -59,7 +59,8 @@ class ScoreReport:
 
 
 class Reranker:
-    """A cross-encoder reranker that scores exactly like BAAI FlagEmbedding's `FlagReranker`.
+    """A reranker that scores exactly like its reference: BAAI FlagEmbedding's `FlagReranker` for cross-encoders,
+    `FlagLLMReranker` for bge-reranker-v2-gemma, the model card's code for Qwen3-Reranker.
 
     Args:
         model: Hugging Face hub id or local directory of a one-label `*ForSequenceClassification` model.
@@ -69,12 +70,17 @@ class Reranker:
             on CPU, bitsandbytes on CUDA; refused if it ranks a reference set unlike fp32).
         backend: `torch`, `onnx` (a directory made by `rerankd export`), or `auto` (onnx for such a directory;
             see docs/backends.md).
-        max_length: Most tokens per pair; only the document is truncated to fit.
+        max_length: Most tokens per pair; only the document is truncated to fit (default: the model kind's, 512 for
+            cross-encoders, 8192 for Qwen3-Reranker; see docs/models.md).
         query_max_length: Most tokens of the query (default: 3/4 of `max_length`).
         max_batch_tokens: Token budget of one model batch (rows x longest row); default 2048 on CPU, 32768 on GPU.
         max_batch_size: Most pairs in one model batch.
         threads: Intra-op threads for the model on CPU (process-wide for torch; default: the cores this process
             may use).
+        model_kind: `auto`, `cross-encoder`, `qwen3-reranker` or `flag-llm-reranker` (docs/models.md).
+        instruction: LLM rerankers: the default instruction (Qwen3) or prompt (FlagLLMReranker); calls may pass
+            their own.
+        prefix_reuse: LLM rerankers: compute the prefix the pairs of a batch share once (same scores).
     """
 
     def __init__(
@@ -85,11 +91,14 @@ class Reranker:
         device: str = "auto",
         dtype: str = "auto",
         backend: str = "auto",
-        max_length: int = 512,
+        max_length: int | None = None,
         query_max_length: int | None = None,
         max_batch_tokens: int | None = None,
         max_batch_size: int = Settings.max_batch_size,
         threads: int | None = None,
+        model_kind: str = "auto",
+        instruction: str | None = None,
+        prefix_reuse: bool = True,
     ) -> None:
         settings = Settings(
             model=model,
@@ -102,6 +111,9 @@ class Reranker:
             max_batch_tokens=max_batch_tokens,
             max_batch_size=max_batch_size,
             threads=threads,
+            model_kind=model_kind,
+            instruction=instruction,
+            no_prefix_reuse=not prefix_reuse,
         )
         self._init(settings, load_model(settings))
 
@@ -125,24 +137,35 @@ class Reranker:
         return self.loaded.fixture is not None
 
     def score(
-        self, pairs: Sequence[tuple[str, str]], on_batch: Callable[[int], None] | None = None
+        self, pairs: Sequence[tuple[str, str]], on_batch: Callable[[int], None] | None = None,
+        instruction: str | None = None,
     ) -> ScoreReport:
         """Logits and measurements for `pairs`, in input order."""
         checked = _check_pairs(pairs)
         started = time.perf_counter()
-        encoded = self.encoder.encode_pairs(checked)
+        encoded = self.encoder.encode_pairs(checked, **self._instruction(instruction))
         return self._run(encoded, time.perf_counter() - started, on_batch)
 
     def score_query(
-        self, query: str, documents: Sequence[str], on_batch: Callable[[int], None] | None = None
+        self, query: str, documents: Sequence[str], on_batch: Callable[[int], None] | None = None,
+        instruction: str | None = None,
     ) -> ScoreReport:
         """Like `score` for one query against many documents; the query is tokenized once."""
         _check_text(query, "query")
         for i, doc in enumerate(documents):
             _check_text(doc, f"documents[{i}]")
         started = time.perf_counter()
-        encoded = self.encoder.encode(query, documents)
+        encoded = self.encoder.encode(query, documents, **self._instruction(instruction))
         return self._run(encoded, time.perf_counter() - started, on_batch)
+
+    def _instruction(self, instruction: str | None) -> dict[str, str]:
+        if instruction is None:
+            return {}
+        _check_text(instruction, "instruction")
+        if not getattr(self.encoder, "accepts_instruction", False):
+            raise RerankdError(ErrorKind.INVALID_INPUT, f"{self.loaded.source} is a {self.loaded.kind}, which takes "
+                                                        "no instruction; only LLM rerankers do")
+        return {"instruction": instruction}
 
     def _run(
         self, encoded: list[EncodedPair], tokenize_seconds: float, on_batch: Callable[[int], None] | None
@@ -159,12 +182,15 @@ class Reranker:
             padded_tokens=stats.padded_tokens,
         )
 
-    def compute_score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True) -> list[float]:
+    def compute_score(
+        self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True, instruction: str | None = None
+    ) -> list[float]:
         """Score of each (query, document) pair in input order: sigmoid relevance, or raw logits."""
-        return self.score(pairs).scores(normalize)
+        return self.score(pairs, instruction=instruction).scores(normalize)
 
     def rerank(
-        self, query: str, documents: Sequence[str], *, top_n: int | None = None, normalize: bool = True
+        self, query: str, documents: Sequence[str], *, top_n: int | None = None, normalize: bool = True,
+        instruction: str | None = None,
     ) -> list[RerankResult]:
         """Documents sorted by score, best first; equal scores keep input order.
 
@@ -172,7 +198,7 @@ class Reranker:
         """
         if top_n is not None and top_n < 0:
             raise RerankdError(ErrorKind.INVALID_INPUT, f"top_n must be 0 or more, got {top_n}")
-        scores = self.score_query(query, documents).scores(normalize)
+        scores = self.score_query(query, documents, instruction=instruction).scores(normalize)
         return [RerankResult(index=i, score=scores[i], document=documents[i]) for i in rank_order(scores, top_n)]
 
     async def acompute_score(self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True) -> list[float]:

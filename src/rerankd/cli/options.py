@@ -112,4 +112,7 @@ MODEL_SETTINGS = (
     "max_batch_tokens",
     "max_batch_size",
     "threads",
+    "model_kind",
+    "instruction",
+    "no_prefix_reuse",
 )
