@@ -275,10 +275,6 @@ class Settings:
             raise _invalid(f"query_max_length must be below max_length ({max_length}), got {self.query_max_length}")
         return max_length, self.query_max_length if self.query_max_length is not None else max_length * 3 // 4
 
-    @property
-    def effective_query_max_length(self) -> int:
-        return self.lengths()[1]
-
     def with_changes(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 

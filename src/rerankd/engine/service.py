@@ -139,20 +139,24 @@ class ScoringService:
         max_length: int | None = None,
         max_document_tokens: int | None = None,
         truncate: bool = True,
+        instruction: str | None = None,
     ) -> Scored:
         """Score one query against `documents`, or, given a list of queries, each query with its document.
 
         Cached pairs skip tokenization and the model; identical pairs in one request are scored once.
+        `instruction` is an LLM reranker's instruction or prompt (None: the server's default).
         """
         deadline = self.scheduler.clock() + self.settings.request_timeout
         queries = [query] * len(documents) if isinstance(query, str) else query
         self._check_input(queries, documents, max_length)
+        instruction = self._instruction(instruction)
         limit = min(max_length, self.encoder.max_length) if max_length else self.encoder.max_length
         estimate = sum(self._estimate(q, d, limit) for q, d in zip(queries, documents))
         permit = self.admission.admit(len(documents), estimate)
         try:
             mode = "truncate" if truncate else "error"
-            keys = [self.keyer.key(q, d, max_length, max_document_tokens, mode) for q, d in zip(queries, documents)]
+            keys = [self.keyer.key(q, d, max_length, max_document_tokens, mode, instruction)
+                    for q, d in zip(queries, documents)]
             first: dict[bytes, int] = {}  # key -> position of its first pair
             for i, key in enumerate(keys):
                 first.setdefault(key, i)
@@ -164,7 +168,8 @@ class ScoringService:
             pairs: list[EncodedPair] = []
             if todo:
                 encode = functools.partial(self.encoder.encode_pairs, [(queries[i], documents[i]) for i in todo],
-                                           max_length, max_document_tokens)
+                                           max_length, max_document_tokens,
+                                           **({"instruction": instruction} if instruction is not None else {}))
                 pairs = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, encode)
             tokenize_seconds = time.perf_counter() - started
             self.metrics.observe_tokenize(self.name, tokenize_seconds)
@@ -210,6 +215,19 @@ class ScoringService:
             inference_seconds=batched.inference_seconds,
             cache_hits=len(unique) - len(todo),
         )
+
+    def _instruction(self, instruction: str | None) -> str | None:
+        """The instruction a request's pairs are scored with: its own, else the model's default; None for a
+        cross-encoder, which takes none."""
+        if not getattr(self.encoder, "accepts_instruction", False):
+            if instruction is not None:
+                raise RerankdError(ErrorKind.INVALID_INPUT, f"model {self.name!r} is a cross-encoder and takes no "
+                                                            "instruction; only LLM rerankers do (docs/models.md)")
+            return None
+        if instruction is not None and len(instruction) > self.settings.max_document_chars:
+            raise RerankdError(ErrorKind.INPUT_TOO_LARGE, f"the instruction has {len(instruction)} characters, over "
+                                                          f"the limit of {self.settings.max_document_chars}")
+        return instruction if instruction is not None else self.encoder.default_instruction
 
     def _check_input(self, queries: list[str], documents: list[str], max_length: int | None) -> None:
         smallest = self.encoder.template.num_special_tokens + 1

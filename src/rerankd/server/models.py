@@ -85,8 +85,8 @@ class ModelRegistry:
         settings = self.settings.with_changes(model=source)
         loaded = load_model(settings)
         engine = build_engine(settings, loaded)
-        keyer = CacheKeyer(loaded.identity, engine.scorer.backend.name, loaded.dtype, settings.max_length,
-                           settings.effective_query_max_length)
+        keyer = CacheKeyer(loaded.identity, engine.scorer.backend.name, loaded.dtype, engine.encoder.max_length,
+                           engine.encoder.query_max_length, loaded.kind)
         service = ScoringService(name, settings, engine.encoder, engine.scorer, keyer, self.cache,
                                  self._tokenize_pool, self.in_flight, self.metrics)
         self.loaded[name] = loaded

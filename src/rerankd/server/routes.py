@@ -176,6 +176,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 max_length=_effective_max_length(body.truncate_prompt_tokens),
                 max_document_tokens=body.max_tokens_per_doc,
                 truncate=truncate,
+                instruction=body.instruction,
             ),
             settings.request_timeout,
         )
@@ -242,7 +243,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         scored = await _until_done(
             request,
             served.score(left, right, max_length=_effective_max_length(body.truncate_prompt_tokens),
-                         truncate=settings.truncation == "truncate"),
+                         truncate=settings.truncation == "truncate", instruction=body.instruction),
             settings.request_timeout,
         )
         _timing_headers(response, scored, started)
@@ -282,8 +283,8 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         models = [
             ServedModelInfo(
                 name=name, source=loaded.source, revision=loaded.revision, model_type=loaded.model_type,
-                backend=service.scorer.backend.name,
-                device=str(loaded.device), dtype=loaded.dtype, max_input_length=service.settings.max_length,
+                kind=loaded.kind, backend=service.scorer.backend.name,
+                device=str(loaded.device), dtype=loaded.dtype, max_input_length=service.encoder.max_length,
                 is_fixture=loaded.fixture is not None,
             )
             for name, service in registry.models.items()
@@ -293,7 +294,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             model_id=registry.names[0],
             model_dtype=models[0].dtype if models else None,
             version=__version__,
-            max_input_length=settings.max_length,
+            max_input_length=models[0].max_input_length if models else settings.lengths()[0],
             max_documents=settings.max_documents,
             max_document_chars=settings.max_document_chars,
             max_batch_tokens=next(iter(registry.models.values())).scorer.max_batch_tokens
@@ -313,8 +314,13 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 summary="Served models (OpenAI shape)")
     async def list_models() -> ModelList:
         created = int(time.time())
-        return ModelList(data=[ModelCard(id=name, created=created, max_model_len=settings.max_length)
-                               for name in registry.names])
+        # A model still loading has no kind yet, and the cross-encoder default length.
+        return ModelList(data=[
+            ModelCard(id=name, created=created, kind=registry.loaded[name].kind if name in registry.loaded else None,
+                      max_model_len=registry.models[name].encoder.max_length if name in registry.models
+                      else settings.lengths()[0])
+            for name in registry.names
+        ])
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics() -> Response:

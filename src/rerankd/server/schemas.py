@@ -53,6 +53,10 @@ class RerankRequest(BaseModel):
         None, description="TEI: cut pairs over the limit (true) or answer 413 (false); missing follows the server."
     )
     truncation_direction: Literal["Right", "right"] = Field("Right", description="TEI: only Right is supported.")
+    instruction: str | None = Field(
+        None, description="LLM rerankers: the task instruction (qwen3-reranker) or prompt (flag-llm-reranker); "
+                          "missing means the server's --instruction or the model card's. Refused by cross-encoders."
+    )
 
     @model_validator(mode="after")
     def _one_document_list(self) -> RerankRequest:
@@ -148,6 +152,7 @@ class ScoreRequest(BaseModel):
     text_1: str | list[str]
     text_2: str | list[str]
     truncate_prompt_tokens: int | None = Field(None, ge=-1)
+    instruction: str | None = Field(None, description="LLM rerankers: as in /rerank.")
 
 
 class ScoreData(BaseModel):
@@ -190,6 +195,10 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "rerankd"
     max_model_len: int
+    kind: str | None = Field(
+        description="How the model scores a pair: cross-encoder, qwen3-reranker or flag-llm-reranker (null while "
+                    "it loads)."
+    )
 
 
 class ModelList(BaseModel):
@@ -202,6 +211,7 @@ class ServedModelInfo(BaseModel):
     source: str
     revision: str | None
     model_type: str
+    kind: str = Field(description="How the model scores a pair: cross-encoder, qwen3-reranker or flag-llm-reranker.")
     backend: str
     device: str
     dtype: str
