@@ -28,6 +28,7 @@ import torch
 from rerankd.engine.batching import collate
 from rerankd.engine.setup import Engine, build_engine
 from rerankd.errors import ErrorKind, RerankdError
+from rerankd.model.kinds import CROSS_ENCODER
 from rerankd.model.loading import EXPORT_INFO_FILE, ONNX_DATA_FILE, ONNX_FILE, LoadedModel, load_model
 from rerankd.model.quality import MIN_SPEARMAN, compare, enforce, reference_pairs
 from rerankd.settings import Settings
@@ -90,6 +91,12 @@ def export_onnx(
         raise RerankdError(ErrorKind.INVALID_INPUT, f"quantize must be int8 or nothing, got {quantize!r}")
     torch_settings = settings.with_changes(backend="torch", device="cpu", dtype="fp32")
     loaded = load_model(torch_settings)
+    if loaded.kind != CROSS_ENCODER:
+        raise RerankdError(
+            ErrorKind.UNSUPPORTED,
+            f"{settings.model} is a {loaded.kind} (an LLM reranker); ONNX export covers cross-encoders only. "
+            "Serve it with the torch backend (docs/models.md)",
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
