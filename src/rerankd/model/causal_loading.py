@@ -6,7 +6,6 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
 from rerankd.errors import ErrorKind, RerankdError
