@@ -23,11 +23,14 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import torch
 from bench_batching import _cpu_name
 from workload import QUERY, mixed_documents
 
 from rerankd import Reranker
+from rerankd.engine import plan_batches
+from rerankd.model.causal_backend import MIN_PREFIX_TOKENS, common_prefix_length
 from rerankd.testing import make_causal_test_model, make_test_model
 
 HERE = Path(__file__).resolve().parent
@@ -48,19 +51,37 @@ def offline(variants: dict[str, tuple[Reranker, bool]], documents: list[str], re
     for reranker, _ in variants.values():
         reranker.score_query(QUERY, documents[:4])  # warm-up
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}  # this process's CPU time: less load-dependent
     reports = {}
     for _ in range(repeats):
         for name, (reranker, reuse) in variants.items():
             if hasattr(reranker.scorer.backend, "prefix_reuse"):
                 reranker.scorer.backend.prefix_reuse = reuse
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             reports[name] = reranker.score_query(QUERY, documents)
             times[name].append(time.perf_counter() - started)
-            print(f"  {name}: {times[name][-1]:.2f} s", flush=True)
+            cpu[name].append(time.process_time() - cpu_started)
+            print(f"  {name}: {times[name][-1]:.2f} s, {cpu[name][-1]:.2f} CPU s", flush=True)
     return {name: {"seconds": statistics.median(t), "pairs_per_s": len(documents) / statistics.median(t),
                    "tokens": sum(reports[name].num_tokens), "padded_tokens": reports[name].padded_tokens,
-                   "batches": reports[name].batches, "runs": t, "logits": reports[name].logits}
+                   "batches": reports[name].batches, "runs": t, "cpu_seconds": statistics.median(cpu[name]),
+                   "cpu_runs": cpu[name], "logits": reports[name].logits}
             for name, t in times.items()}
+
+
+def model_tokens(reranker: Reranker, documents: list[str], reuse: bool) -> int:
+    """Tokens the model computes for one query's documents: each batch's rows x width, less the shared prefix
+    computed once instead of once per row when `reuse`. The planner and prefix rule are the engine's."""
+    scorer = reranker.scorer
+    pairs = reranker.encoder.encode(QUERY, documents)
+    total = 0
+    for batch in plan_batches([p.num_tokens for p in pairs], scorer.max_batch_tokens, scorer.max_batch_size):
+        rows = [np.array(pairs[i].input_ids) for i in batch]
+        width = max(len(r) for r in rows)
+        prefix = common_prefix_length(rows) if reuse and len(rows) > 1 else 0
+        prefix = prefix if prefix >= MIN_PREFIX_TOKENS else 0
+        total += prefix + len(rows) * (width - prefix)
+    return total
 
 
 def through_server(model: Path, documents: list[str], requests: int, max_length: int, extra: list[str]) -> dict:
@@ -122,7 +143,10 @@ def main() -> None:
         "cpu": _cpu_name(), "threads": torch.get_num_threads(), "loadavg_before": load, "loadavg_after":
         os.getloadavg(), "docs": args.docs, "max_length": args.max_length, "offline": rows,
         "prefix_reuse_speedup": rows[names[2]]["seconds"] / rows[names[1]]["seconds"],
+        "prefix_reuse_cpu_time_ratio": rows[names[2]]["cpu_seconds"] / rows[names[1]]["cpu_seconds"],
         "prefix_reuse_max_abs_logit_diff": float(abs(reused - whole).max()),
+        "model_tokens": {"prefix reuse": model_tokens(llm, documents, True),
+                         "no prefix reuse": model_tokens(llm, documents, False)},
     }
     del variants, llm
     if args.server_requests:
