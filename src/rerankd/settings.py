@@ -217,9 +217,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 8:
             raise _invalid(f"max_length must be at least 8, got {self.max_length}")
-        if self.query_max_length is not None and not 1 <= self.query_max_length < (self.max_length or 1 << 31):
+        if self.query_max_length is not None and self.query_max_length < 1:
+            raise _invalid(f"query_max_length must be at least 1, got {self.query_max_length}")
+        if self.query_max_length is not None and self.max_length is not None and self.query_max_length >= self.max_length:
             raise _invalid(
-                f"query_max_length must be between 1 and max_length - 1 ({(self.max_length or 0) - 1}), "
+                f"query_max_length must be between 1 and max_length - 1 ({self.max_length - 1}), "
                 f"got {self.query_max_length}"
             )
         if self.model_kind not in MODEL_KINDS:
