@@ -53,7 +53,7 @@ def qwen3_model_card_reference(model_dir: Path, pairs, instruction=None, max_len
     def format_instruction(instruction, query, doc):
         if instruction is None:
             instruction = "Given a web search query, retrieve relevant passages that answer the query"
-        return "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}".format(
+        return "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}".format(  # noqa: UP032 - verbatim
             instruction=instruction, query=query, doc=doc)
 
     def process_inputs(pairs):
