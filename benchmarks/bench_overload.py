@@ -26,7 +26,7 @@ Phases, all in one run, on the `mini` fixture by default (`tiny` for a smoke run
    the ratio to phase 1's is reported too).
 
 After every phase the run waits (bounded) for answers in flight and for rerankd_queue_pairs to read 0. Every
-document in the run is distinct (benchmarks/workload.py mixed_documents, deduplicated), so the score cache can't
+document in the run is distinct (rerankd.bench.DocumentStream, deduplicated), so the score cache can't
 answer any pair. Servers run with default flags (plus --serve-args for the main one), never two at once; the load
 generator (rerankd.bench) runs in its own process; all traffic is on 127.0.0.1.
 
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import shlex
@@ -52,7 +51,6 @@ import sys
 import tempfile
 import time
 import traceback
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,9 +69,10 @@ from bench_server import (  # noqa: E402 - benchmarks/ is not a package
     model_dir,
     versions,
 )
-from workload import QUERY, mixed_documents  # noqa: E402
 
 from rerankd.bench import (  # noqa: E402
+    QUERY,
+    DocumentStream,
     PhaseResult,
     RequestBody,
     closed_loop,
@@ -139,28 +138,6 @@ def progress(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- load generator (own process)
-
-class DocumentStream:
-    """Distinct mixed-length documents, made on demand: no document is sent twice in a run."""
-
-    def __init__(self, seed: int, chunk: int = 4096) -> None:
-        self._seed = seed
-        self._chunk = chunk
-        self._chunks = 0
-        self._seen: set[bytes] = set()
-        self._ready: deque[str] = deque()
-
-    def take(self, n: int) -> list[str]:
-        while len(self._ready) < n:
-            # Seeds of later chunks are far from any seed a user would pass, so streams of nearby seeds differ.
-            for doc in mixed_documents(self._chunk, seed=self._seed * 1_000_003 + self._chunks):
-                digest = hashlib.blake2b(doc.encode(), digest_size=16).digest()
-                if digest not in self._seen:
-                    self._seen.add(digest)
-                    self._ready.append(doc)
-            self._chunks += 1
-        return [self._ready.popleft() for _ in range(n)]
-
 
 class LoadGen:
     """Runs the phases against one server and keeps their raw results."""
@@ -825,7 +802,7 @@ def main() -> None:
         "mixed_duration": args.mixed_duration,
         "phases": phases,
         "workload": "1 query + N distinct docs per request; docs 20% 20-60 words, 60% 80-200, 20% 250-450 "
-        "(benchmarks/workload.py mixed_documents), return_documents=false",
+        "(rerankd.bench.workload mixed_documents), return_documents=false",
         "servers": servers_info,
         "results": results,
         "checks": checks,

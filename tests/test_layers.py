@@ -19,7 +19,7 @@ LAYERS: dict[str, int] = {
     "model": 2, "cache": 2,
     "engine": 3,
     "reranker": 4, "export": 4, "bench": 4,
-    "server": 5, "testing": 5,
+    "server": 5, "testing": 5, "evaluation": 5,
     "cli": 6,
 }
 # Runtime code never depends on the test fixtures; the CLI's `make-test-model` writes one.

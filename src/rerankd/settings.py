@@ -22,7 +22,8 @@ from rerankd.errors import ErrorKind, RerankdError
 DEFAULT_MODEL = "BAAI/bge-reranker-v2-m3"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
-TRUNCATION_MODES = ("truncate", "error")
+TRUNCATION_MODES = ("truncate", "chunk", "error")
+CHUNK_AGGREGATES = ("max", "mean")
 BACKENDS = ("auto", "torch", "onnx")
 # How a model turns a pair into a score (docs/models.md): a one-label cross-encoder, or an LLM reranker.
 MODEL_KINDS = ("auto", "cross-encoder", "qwen3-reranker", "flag-llm-reranker")
@@ -97,6 +98,18 @@ class Settings:
         metadata=_flag("LLM rerankers: run every pair whole instead of computing the batch's shared prefix (system "
                        "prompt, instruction, query) once; the scores are the same."),
     )
+    calibration: tuple[str, ...] = field(
+        default=(),
+        metadata=_flag("Platt calibration written by `rerankd calibrate --fit-platt`: relevance scores become its "
+                       "probabilities. NAME=FILE per served model (repeatable), or FILE with one model.",
+                       metavar="[NAME=]FILE"),
+    )
+    min_score: float | None = field(
+        default=None,
+        metadata=_flag("Threshold on the relevance score (0..1, calibrated when a calibration is loaded): ranked "
+                       "results below it are dropped after top_n. For the server, the default of a request's "
+                       "min_score."),
+    )
 
 
     # The HTTP server (`rerankd serve`).
@@ -120,8 +133,24 @@ class Settings:
     )
     truncation: str = field(
         default="truncate",
-        metadata=_flag("Pairs longer than --max-length: cut the document and report it, or answer 413.",
+        metadata=_flag("Pairs longer than --max-length: cut the document and report it (truncate), score it in "
+                       "overlapping windows and keep the best (chunk), or refuse it (error: 413 from the server).",
                        choices=TRUNCATION_MODES),
+    )
+    chunk_overlap: int = field(
+        default=64,
+        metadata=_flag("With --truncation chunk: tokens that adjacent windows share, so a passage of a sentence or "
+                       "two cut by one window's end is whole in the next (at most half a window)."),
+    )
+    chunk_aggregate: str = field(
+        default="max",
+        metadata=_flag("With --truncation chunk: a document's score from its windows' logits: the best (max, "
+                       "Cohere's choice) or their mean.", choices=CHUNK_AGGREGATES),
+    )
+    max_chunks_per_doc: int = field(
+        default=16,
+        metadata=_flag("With --truncation chunk: most windows scored per document; the rest is cut and reported "
+                       "as truncated. 16 windows of 512 cover about 7k document tokens."),
     )
     max_documents: int = field(default=1000, metadata=_flag("Most documents in one request (413 above)."))
     max_document_chars: int = field(
@@ -194,6 +223,13 @@ class Settings:
         default=False,
         metadata=_flag("Log as JSON lines: one per request (id, sizes, timings), and every other record too."),
     )
+    no_playground: bool = field(
+        default=False, metadata=_flag("Turn off the web playground at /playground, a page to try requests on.")
+    )
+    quiet: bool = field(
+        default=False,
+        metadata=_flag("No access line per request; the start-up, ready and shutdown lines stay."),
+    )
 
     # Ray Serve (`rerankd serve --ray`): the same app as autoscaled replicas, each with its own model and scheduler.
     ray: bool = field(
@@ -258,8 +294,15 @@ class Settings:
             raise _invalid(f"max_queue_wait must be positive, got {self.max_queue_wait:g}")
         if self.backend not in BACKENDS:
             raise _invalid(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.chunk_overlap < 0 or self.max_chunks_per_doc < 1:
+            raise _invalid(f"chunk_overlap must be 0 or more and max_chunks_per_doc at least 1, got "
+                           f"{self.chunk_overlap} and {self.max_chunks_per_doc}")
+        if self.chunk_aggregate not in CHUNK_AGGREGATES:
+            raise _invalid(f"chunk_aggregate must be one of {', '.join(CHUNK_AGGREGATES)}, got {self.chunk_aggregate!r}")
         if self.truncation not in TRUNCATION_MODES:
             raise _invalid(f"truncation must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}")
+        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
+            raise _invalid(f"min_score is a relevance score in 0..1, got {self.min_score:g}")
         if self.dtype not in DTYPES:
             raise _invalid(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 

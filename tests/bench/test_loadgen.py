@@ -372,8 +372,8 @@ def test_wait_for_metric_returns_once_the_condition_holds():
 
 # --------------------------------------------------------------------------- the package itself
 
-def test_bench_imports_only_the_standard_library_httpx_and_itself():
-    allowed = set(sys.stdlib_module_names) | {"httpx", "__future__"}
+def test_bench_imports_only_the_standard_library_httpx_matplotlib_and_itself():
+    allowed = set(sys.stdlib_module_names) | {"httpx", "matplotlib", "__future__"}  # matplotlib: --plot only
     for path in sorted(BENCH_DIR.glob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):

@@ -14,6 +14,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from rerankd import Reranker
 from rerankd.cli.main import cli
 from rerankd.cli.options import option, settings_from_values
 from rerankd.settings import settings_from_env
@@ -186,3 +187,32 @@ def test_download_offline_fails_cleanly(tmp_path):
         env=_offline_env(tmp_path),
     )
     assert result.returncode == 1 and "cannot download 'BAAI/bge-reranker-v2-m3'" in result.stderr
+
+
+def test_rerank_chunk_writes_the_windows_and_highlight_of_each_document(run, xlmr_dir, tmp_path, reranker):
+    long_doc = " ".join(f"Sentence {i} is about bamboo, rivers and mountains." for i in range(60))
+    (tmp_path / "in.txt").write_text(f"{long_doc}\nshort doc\n", encoding="utf-8")
+    result = run("rerank", "--model", xlmr_dir, "-q", "bamboo", "--input", tmp_path / "in.txt",
+                 "--truncation", "chunk", "--max-length", "64", "--chunk-overlap", "8")
+    rows = {r["index"]: r for r in map(json.loads, result.stdout.splitlines())}
+    expected = Reranker(str(xlmr_dir), device="cpu", max_length=64, truncation="chunk", chunk_overlap=8)
+    report = expected.score_query("bamboo", [long_doc, "short doc"])
+    for i, chunked in enumerate(report.chunks):
+        assert rows[i]["chunks"] == chunked.chunks
+        assert rows[i]["highlight"] == {"start": chunked.highlight.start, "end": chunked.highlight.end}
+        assert rows[i]["score"] == pytest.approx(report.scores()[i], abs=1e-6)
+    assert rows[0]["chunks"] > 5 and rows[1]["highlight"] == {"start": 0, "end": len("short doc")}
+
+
+def test_score_error_mode_refuses_a_pair_over_the_limit(xlmr_dir):
+    result = CliRunner().invoke(cli, ["score", "--model", str(xlmr_dir), "--max-length", "16", "--truncation",
+                                      "error", "q", "a document much longer than sixteen tokens " * 3])
+    assert result.exit_code != 0 and "max_length" in result.output
+
+
+def test_make_test_model_takes_max_positions(tmp_path):
+    result = CliRunner().invoke(cli, ["make-test-model", str(tmp_path / "m"), "--max-positions", "2050"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["max_position_embeddings"] == 2050
+    assert Reranker(str(tmp_path / "m"), device="cpu", max_length=2048).encoder.max_length == 2048

@@ -19,7 +19,6 @@ from deploy_support import (
     K8S,
     OVERLAYS,
     ImageProcess,
-    abort_grace_seconds,
     find,
     kustomization,
     load_yaml_docs,
@@ -27,8 +26,19 @@ from deploy_support import (
     serve_settings_from_env,
     yaml_files,
 )
-
-from rerankd.settings import Settings
+from manifest_checks import (
+    PROBE_PATHS,
+    check_env_names_are_serve_settings,
+    check_grace_period_outlasts_prestop_and_drain,
+    check_non_root_with_read_only_root,
+    check_probes_and_ports,
+    check_resources_requested_and_limited,
+    check_service_pdb_and_hpa_select_the_deployment,
+    check_startup_probe_gives_minutes_to_load,
+    configmap_env,
+    container,
+    hpa_metric,
+)
 
 IDS = [p.name for p in OVERLAYS]
 
@@ -36,19 +46,6 @@ IDS = [p.name for p in OVERLAYS]
 @pytest.fixture(params=OVERLAYS, ids=IDS)
 def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     return render(request.param)
-
-
-def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (deployment,) = find(docs, "Deployment")
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return container
-
-
-def _configmap_env(docs: list[dict[str, Any]]) -> dict[str, str]:
-    container = _container(docs)
-    names = [e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e]
-    maps = {d["metadata"]["name"]: d["data"] for d in find(docs, "ConfigMap")}
-    return {k: v for name in names for k, v in maps[name].items()}
 
 
 def test_there_is_a_cpu_and_a_gpu_overlay() -> None:
@@ -92,49 +89,34 @@ def test_python_rendering_matches_kubectl_kustomize(overlay: Path) -> None:
 
 def test_probes_use_real_routes_on_the_port_the_server_listens_on(rendered: list[dict[str, Any]],
                                                                   app_get: Callable[[str], int]) -> None:
-    container = _container(rendered)
-    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    port = int(_configmap_env(rendered).get("RERANKD_PORT", Settings().port))
-    assert ports == {"http": port}
-    expected = {"startupProbe": "/ready", "readinessProbe": "/ready", "livenessProbe": "/health"}
-    for probe, path in expected.items():
-        get = container[probe]["httpGet"]
-        assert get["path"] == path
-        assert ports.get(get["port"], get["port"]) == port
-    # The real app, before its model is loaded: liveness passes, startup and readiness wait.
-    assert (app_get("/health"), app_get("/ready"), app_get("/no-such-route")) == (200, 503, 404)
-    (service,) = find(rendered, "Service")
-    assert all(p["targetPort"] in ports or p["targetPort"] == port for p in service["spec"]["ports"])
+    check_probes_and_ports(rendered, app_get)
 
 
 def test_startup_probe_gives_the_model_minutes_to_load(rendered: list[dict[str, Any]]) -> None:
-    startup = _container(rendered)["startupProbe"]
-    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    check_startup_probe_gives_minutes_to_load(rendered)
+
+
+def test_every_variable_is_a_setting_of_rerankd_serve(rendered: list[dict[str, Any]],
+                                                      serve_env_names: set[str]) -> None:
+    check_env_names_are_serve_settings(rendered, serve_env_names)
 
 
 def test_probe_paths_answer_200_on_a_ready_server(pod: ImageProcess) -> None:
-    container = _container(render(OVERLAYS[0]))
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert httpx.get(pod.url + container[probe]["httpGet"]["path"], timeout=5).status_code == 200
+    probes = container(render(OVERLAYS[0]))
+    for probe in PROBE_PATHS:
+        assert httpx.get(pod.url + probes[probe]["httpGet"]["path"], timeout=5).status_code == 200
 
 
 def test_grace_period_outlasts_prestop_and_the_drain(rendered: list[dict[str, Any]]) -> None:
-    (deployment,) = find(rendered, "Deployment")
-    pod_spec = deployment["spec"]["template"]["spec"]
-    _, settings = serve_settings_from_env(_configmap_env(rendered))
-    pre_stop = _container(rendered)["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
-    needed = float(pre_stop[1]) + settings.drain_timeout + abort_grace_seconds()
-    assert pod_spec["terminationGracePeriodSeconds"] > needed
+    check_grace_period_outlasts_prestop_and_drain(rendered)
 
 
 def test_settings_come_from_the_configmap_and_api_keys_from_the_secret(rendered: list[dict[str, Any]]) -> None:
-    container = _container(rendered)
-    secrets = [e["secretRef"] for e in container["envFrom"] if "secretRef" in e]
+    secrets = [e["secretRef"] for e in container(rendered)["envFrom"] if "secretRef" in e]
     (example,) = load_yaml_docs(K8S / "base" / "secret.example.yaml")
     assert secrets == [{"name": example["metadata"]["name"]}]  # not optional: no key, no start
     assert set(example["stringData"]) == {"RERANKD_API_KEY"}
-    env = {**_configmap_env(rendered), **example["stringData"]}
+    env = {**configmap_env(rendered), **example["stringData"]}
     models, settings = serve_settings_from_env(env)
     assert models == (env["RERANKD_MODEL"],)
     assert settings.host == "0.0.0.0" and settings.json_logs
@@ -142,54 +124,34 @@ def test_settings_come_from_the_configmap_and_api_keys_from_the_secret(rendered:
 
 
 def test_resources_are_requested_and_limited(rendered: list[dict[str, Any]]) -> None:
-    resources = _container(rendered)["resources"]
-    for kind in ("requests", "limits"):
-        assert {"cpu", "memory"} <= set(resources[kind])
+    check_resources_requested_and_limited(rendered)
 
 
 def test_gpu_overlay_asks_for_one_gpu_and_runs_the_cuda_image() -> None:
     docs = render(K8S / "overlays" / "gpu")
-    container = _container(docs)
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert container["image"].endswith(":cuda-m3")
+    gpu = container(docs)
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["image"].endswith(":cuda-m3")
     (deployment,) = find(docs, "Deployment")
     tolerations = deployment["spec"]["template"]["spec"]["tolerations"]
     assert any(t["key"] == "nvidia.com/gpu" for t in tolerations)
     # the patch merged into the base container rather than adding a second one
-    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert gpu["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert "nvidia.com/gpu" not in str(render(K8S / "overlays" / "cpu"))
 
 
 def test_runs_as_the_images_non_root_user_with_a_read_only_root(rendered: list[dict[str, Any]]) -> None:
-    (deployment,) = find(rendered, "Deployment")
-    pod_spec = deployment["spec"]["template"]["spec"]
-    assert pod_spec["securityContext"]["runAsNonRoot"] is True
-    assert pod_spec["securityContext"]["runAsUser"] == 10001
-    container = _container(rendered)
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+    check_non_root_with_read_only_root(rendered)
+    assert {m["mountPath"] for m in container(rendered)["volumeMounts"]} == {"/tmp"}
 
 
 def test_service_pdb_and_hpa_point_at_the_deployment(rendered: list[dict[str, Any]]) -> None:
-    (deployment,) = find(rendered, "Deployment")
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    (service,) = find(rendered, "Service")
-    assert service["spec"]["selector"].items() <= labels.items()
-    (pdb,) = find(rendered, "PodDisruptionBudget")
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert pdb["spec"]["maxUnavailable"] == 1
-    (hpa,) = find(rendered, "HorizontalPodAutoscaler")
-    target = hpa["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
-    assert hpa["spec"]["minReplicas"] >= 1 and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+    check_service_pdb_and_hpa_select_the_deployment(rendered)
 
 
 def test_cpu_hpa_scales_on_cpu_and_gpu_hpa_on_the_real_queue_gauge(metric_names: set[str]) -> None:
-    (cpu_hpa,) = find(render(K8S / "overlays" / "cpu"), "HorizontalPodAutoscaler")
-    assert cpu_hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
-    (gpu_hpa,) = find(render(K8S / "overlays" / "gpu"), "HorizontalPodAutoscaler")
-    metric = gpu_hpa["spec"]["metrics"][0]
+    assert hpa_metric(render(K8S / "overlays" / "cpu"))["resource"]["name"] == "cpu"
+    metric = hpa_metric(render(K8S / "overlays" / "gpu"))
     assert metric["type"] == "Pods"
     assert metric["pods"]["metric"]["name"] == "rerankd_queue_pairs" and "rerankd_queue_pairs" in metric_names
     (adapter,) = load_yaml_docs(K8S / "examples" / "prometheus-adapter-values.yaml")

@@ -110,7 +110,14 @@ def test_probes_metrics_and_the_api_reference_stay_open(path: str) -> None:
     assert Request("/api" + path, root_path="/api").run()  # behind a proxy's root path too
 
 
-@pytest.mark.parametrize("path", ["/info", "/v1/models", "/rerank", "/healthz", "/docs-assets", "/api/health"])
+@pytest.mark.parametrize("path", ["/playground", "/playground/playground.js"])
+def test_the_playground_page_is_open_since_it_asks_for_the_key_itself(path: str) -> None:
+    assert Request(path).run()
+    assert Request("/api" + path, root_path="/api").run()
+
+
+@pytest.mark.parametrize("path", ["/info", "/v1/models", "/rerank", "/healthz", "/docs-assets", "/api/health",
+                                  "/playgrounds"])
 def test_everything_else_needs_the_key(path: str) -> None:
     assert not Request(path).run()
 

@@ -82,3 +82,26 @@ def test_info_and_model_list_report_the_kind(server):
     assert {m["name"]: m["kind"] for m in info["models"]} == kinds
     assert {m["id"]: m["kind"] for m in listed["data"]} == kinds
     assert all(m["max_model_len"] == int(MAX_LENGTH) for m in listed["data"])
+
+
+@pytest.mark.parametrize("name", ["qwen3", "gemma"])
+def test_chunk_scores_windows_with_the_instruction(server, name):
+    long = " ".join(f"Giant pandas eat bamboo shoots, report {i} says, and rest in the forest." for i in range(20))
+    with server.client() as c:
+        chunked = c.post("/rerank", json={"model": name, "query": QUERY, "documents": [long],
+                                          "truncation": "chunk", "instruction": INSTRUCTION, "raw_scores": True})
+        assert chunked.status_code == 200, chunked.text
+        (result,) = chunked.json()["results"]
+        assert result["chunks"] > 1 and not result["truncated"]
+        window = long[result["highlight"]["start"]:result["highlight"]["end"]]
+        alone = c.post("/rerank", json={"model": name, "query": QUERY, "documents": [window], "truncation": "error",
+                                        "instruction": INSTRUCTION, "raw_scores": True}).json()["results"][0]
+    assert abs(alone["raw_score"] - result["raw_score"]) < TOL
+
+
+def test_an_llm_kind_refuses_tei_left_truncation(server):
+    with server.client() as c:
+        response = c.post("/rerank", json={"model": "qwen3", "query": QUERY, "texts": DOCS,
+                                           "truncation_direction": "Left"})
+    assert response.status_code == 400, response.text
+    assert "qwen3-reranker" in response.json()["error"]  # TEI's error shape

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from rerankd.bench.bodies import RequestBody
@@ -28,7 +29,8 @@ UNLIMITED_KEEPALIVE = 32
 KEEPALIVE_EXPIRY_S = 2.0
 
 
-def make_client(timeout: float, connections: int | None, keepalive: int | None = None) -> httpx.AsyncClient:
+def make_client(timeout: float, connections: int | None, keepalive: int | None = None,
+                headers: Mapping[str, str] | None = None) -> httpx.AsyncClient:
     """An `httpx.AsyncClient` for load.
 
     Args:
@@ -37,6 +39,7 @@ def make_client(timeout: float, connections: int | None, keepalive: int | None =
         connections: Most open connections; None for no limit, so an open loop never queues inside the client.
         keepalive: Idle connections kept for reuse (default: `connections`, or `UNLIMITED_KEEPALIVE` without a
             limit).
+        headers: Headers sent with every request, e.g. `{"Authorization": "Bearer KEY"}`.
 
     Example:
         >>> import asyncio
@@ -52,7 +55,7 @@ def make_client(timeout: float, connections: int | None, keepalive: int | None =
         keepalive = connections if connections is not None else UNLIMITED_KEEPALIVE
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=keepalive,
                           keepalive_expiry=KEEPALIVE_EXPIRY_S)
-    return httpx.AsyncClient(timeout=timeout, limits=limits)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, headers=headers)
 
 
 async def post(client: httpx.AsyncClient, url: str, body: RequestBody, *, index: int, phase_start: float,
@@ -125,6 +128,9 @@ def record_answer(outcome: Outcome, status: int, retry_after: str | None, conten
         data = None
     if status != 200:
         outcome.error = _error_message(data) or content[:ERROR_CHARS].decode("utf-8", "replace")
+        return
+    if isinstance(data, list):  # TEI's answer: a bare list of results, no usage
+        outcome.results = len(data)
         return
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         outcome.error = f"200 without a results list: {content[:ERROR_CHARS].decode('utf-8', 'replace')}"

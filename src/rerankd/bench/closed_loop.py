@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from rerankd.bench.bodies import BodyLike, RequestBody, as_body
 from rerankd.bench.client import make_client, post
@@ -23,7 +23,9 @@ from rerankd.bench.outcome import Outcome, PhaseResult
 _Take = Callable[[int, float], "RequestBody | None"]
 
 
-async def closed_loop(url: str, bodies: Sequence[BodyLike], clients: int, *, timeout: float = 600.0) -> PhaseResult:
+async def closed_loop(url: str, bodies: Sequence[BodyLike], clients: int, *, timeout: float = 600.0,
+                      headers: Mapping[str, str] | None = None,
+                      on_outcome: Callable[[Outcome], None] | None = None) -> PhaseResult:
     """Send every body once, from `clients` concurrent closed-loop clients.
 
     Clients take the next unsent body in order, so outcome `i` is `bodies[i]` whichever client sent it.
@@ -33,6 +35,8 @@ async def closed_loop(url: str, bodies: Sequence[BodyLike], clients: int, *, tim
         bodies: The request bodies, all sent; encoded before the clock starts.
         clients: Concurrent clients (at most one request each in flight); one connection each.
         timeout: Client timeout per request, seconds.
+        headers: Headers sent with every request (an API key).
+        on_outcome: Called with each outcome as it comes in (a progress bar).
 
     Returns:
         The phase: outcomes in body order; `wall_seconds` from the first send to the last answer.
@@ -49,11 +53,12 @@ async def closed_loop(url: str, bodies: Sequence[BodyLike], clients: int, *, tim
     def take(client: int, elapsed: float) -> RequestBody | None:
         return next(queue, None)
 
-    return await _drive(url, take, min(clients, len(encoded)), timeout, duration=None)
+    return await _drive(url, take, min(clients, len(encoded)), timeout, None, headers, on_outcome)
 
 
 async def timed_closed_loop(url: str, sources: Sequence[Iterable[BodyLike]], duration: float, *,
-                            timeout: float = 600.0) -> PhaseResult:
+                            timeout: float = 600.0, headers: Mapping[str, str] | None = None,
+                            on_outcome: Callable[[Outcome], None] | None = None) -> PhaseResult:
     """Run one closed-loop client per source for `duration` seconds.
 
     Each client sends bodies from its own source, one after the other, and sends no new request once `duration`
@@ -66,6 +71,8 @@ async def timed_closed_loop(url: str, sources: Sequence[Iterable[BodyLike]], dur
         sources: One iterable of bodies per client.
         duration: Seconds during which new requests are sent.
         timeout: Client timeout per request, seconds.
+        headers: Headers sent with every request (an API key).
+        on_outcome: Called with each outcome as it comes in (a progress bar).
 
     Returns:
         The phase: outcomes in the order they were sent, each with its `client`; `duration` as given.
@@ -83,20 +90,23 @@ async def timed_closed_loop(url: str, sources: Sequence[Iterable[BodyLike]], dur
         body = next(iterators[client], None)
         return None if body is None else as_body(body)
 
-    return await _drive(url, take, len(iterators), timeout, duration=duration)
+    return await _drive(url, take, len(iterators), timeout, duration, headers, on_outcome)
 
 
-async def _drive(url: str, take: _Take, clients: int, timeout: float, duration: float | None) -> PhaseResult:
+async def _drive(url: str, take: _Take, clients: int, timeout: float, duration: float | None,
+                 headers: Mapping[str, str] | None, on_outcome: Callable[[Outcome], None] | None) -> PhaseResult:
     outcomes: list[Outcome] = []
     counter = itertools.count()
-    async with make_client(timeout, connections=max(clients, 1)) as http:
+    async with make_client(timeout, connections=max(clients, 1), headers=headers) as http:
         started = time.perf_counter()
 
         async def run_client(client: int) -> None:
             while (body := take(client, time.perf_counter() - started)) is not None:
                 # take() and next(counter) run in one step, with no await between: indexes follow take order.
-                outcomes.append(await post(http, url, body, index=next(counter), phase_start=started,
-                                           client_id=client))
+                outcome = await post(http, url, body, index=next(counter), phase_start=started, client_id=client)
+                outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
 
         await asyncio.gather(*(run_client(c) for c in range(clients)))
         wall = time.perf_counter() - started

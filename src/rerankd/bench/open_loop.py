@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rerankd.bench.bodies import BodyLike, as_body
 from rerankd.bench.client import UNLIMITED_KEEPALIVE, make_client, post
-from rerankd.bench.outcome import PhaseResult
+from rerankd.bench.outcome import Outcome, PhaseResult
 
 
 async def open_loop(url: str, schedule: Sequence[float], bodies: Sequence[BodyLike], *, timeout: float = 600.0,
                     duration: float | None = None, keepalive: int = UNLIMITED_KEEPALIVE,
-                    prime_url: str | None = None) -> PhaseResult:
+                    prime_url: str | None = None, headers: Mapping[str, str] | None = None,
+                    on_outcome: Callable[[Outcome], None] | None = None) -> PhaseResult:
     """Send `bodies[i]` at `schedule[i]` seconds after the start, each in its own task.
 
     Args:
@@ -35,6 +36,8 @@ async def open_loop(url: str, schedule: Sequence[float], bodies: Sequence[BodyLi
         prime_url: A cheap URL (e.g. the server's `/health`) fetched once before the clock starts, so the client's
             first-use costs (lazy imports, its first connection: some 20 ms) are not charged as lag to the first
             arrivals.
+        headers: Headers sent with every request (an API key).
+        on_outcome: Called with each outcome as it comes in (a progress bar).
 
     Returns:
         The phase: outcomes in schedule order; `wall_seconds` from the start to the last answer.
@@ -50,7 +53,7 @@ async def open_loop(url: str, schedule: Sequence[float], bodies: Sequence[BodyLi
     if any(b < a for a, b in zip(schedule, schedule[1:])):
         raise ValueError("the schedule must be increasing")
     encoded = [as_body(b) for b in bodies[: len(schedule)]]
-    async with make_client(timeout, connections=None, keepalive=keepalive) as http:
+    async with make_client(timeout, connections=None, keepalive=keepalive, headers=headers) as http:
         if prime_url is not None:
             await http.get(prime_url)
         started = time.perf_counter()
@@ -59,8 +62,10 @@ async def open_loop(url: str, schedule: Sequence[float], bodies: Sequence[BodyLi
             delay = started + due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post(http, url, body, index=index, phase_start=started,
-                                                  scheduled=due)))
+            task = asyncio.create_task(post(http, url, body, index=index, phase_start=started, scheduled=due))
+            if on_outcome is not None:
+                task.add_done_callback(lambda done: on_outcome(done.result()))
+            tasks.append(task)
         outcomes = await asyncio.gather(*tasks)
         wall = time.perf_counter() - started
     window = duration if duration is not None else (schedule[-1] if schedule else 0.0)

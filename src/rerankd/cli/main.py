@@ -7,7 +7,10 @@ from typing import Any
 import click
 
 from rerankd import __version__
+from rerankd.cli.bench import bench
+from rerankd.cli.calibrate import calibrate
 from rerankd.cli.demo import demo
+from rerankd.cli.eval import eval_command
 from rerankd.cli.models import download, export, make_test_model
 from rerankd.cli.options import option
 from rerankd.cli.score import rerank_file, score
@@ -38,7 +41,8 @@ def cli(log_level: str) -> None:
 
     Every flag can also be set in the environment as RERANKD_<FLAG_IN_UPPER_SNAKE>
     (for example --max-batch-tokens as RERANKD_MAX_BATCH_TOKENS); a repeatable flag
-    takes a comma-separated list there. Flags on the command line win.
+    takes a comma-separated list there. Flags on the command line win. `bench`, a
+    client, reads RERANKD_BENCH_<FLAG> instead, never a server's variable.
     """
     configure_logging(log_level)
 
@@ -50,6 +54,9 @@ cli.add_command(serve)
 cli.add_command(download)
 cli.add_command(make_test_model)
 cli.add_command(export)
+cli.add_command(eval_command)
+cli.add_command(calibrate)
+cli.add_command(bench)
 
 
 def main() -> None:

@@ -45,7 +45,12 @@ def download(model: str, revision: str | None) -> None:
 @option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights; same seed, same files.")
 @option("--int8-outliers", is_flag=True,
         help="Build a model that INT8 quantisation ruins (to see the INT8 quality gate refuse it).")
-def make_test_model(directory: Path, shape: str, arch: str, seed: int, int8_outliers: bool) -> None:
+@option("--max-positions", type=click.IntRange(16, 8194), default=None,
+        help="Position table size (max_position_embeddings), up to bge-reranker-v2-m3's 8194; default: the shape's "
+             "(514, m3 8194). Cross-encoder archs only: the qwen3/gemma fixtures have 8192 positions.")
+def make_test_model(
+    directory: Path, shape: str, arch: str, seed: int, int8_outliers: bool, max_positions: int | None
+) -> None:
     """Write a random-weight reranker FIXTURE to DIRECTORY (Hugging Face format).
 
     It loads exactly like a real model (config, safetensors, a tokenizer trained on
@@ -55,14 +60,16 @@ def make_test_model(directory: Path, shape: str, arch: str, seed: int, int8_outl
     from rerankd.testing import make_causal_test_model, make_test_model
 
     if arch in ("qwen3", "gemma"):
-        if int8_outliers:
-            raise click.UsageError("--int8-outliers applies to the cross-encoder archs only")
+        if int8_outliers or max_positions is not None:
+            raise click.UsageError("--int8-outliers and --max-positions apply to the cross-encoder archs only "
+                                   "(the qwen3/gemma fixtures have 8192 positions)")
         try:
             path = make_causal_test_model(directory, shape=shape, arch=arch, seed=seed)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
     else:
-        path = make_test_model(directory, shape=shape, arch=arch, seed=seed, int8_outliers=int8_outliers)
+        path = make_test_model(directory, shape=shape, arch=arch, seed=seed, int8_outliers=int8_outliers,
+                               max_positions=max_positions)
     click.echo(f"wrote a random-weight {arch} test model ({shape} shape, seed {seed}) to {path}")
 
 

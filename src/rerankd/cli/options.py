@@ -115,4 +115,9 @@ MODEL_SETTINGS = (
     "model_kind",
     "instruction",
     "no_prefix_reuse",
+    "calibration",
+    "truncation",
+    "chunk_overlap",
+    "chunk_aggregate",
+    "max_chunks_per_doc",
 )

@@ -12,7 +12,7 @@ import click
 from tqdm import tqdm
 
 from rerankd.cli.options import MODEL_SETTINGS, option, setting_options
-from rerankd.reranker import Reranker, rank_order
+from rerankd.reranker import Reranker, ScoreReport, above_min_score, rank_order
 from rerankd.settings import Settings
 
 # Below this many documents a progress bar is more noise than help.
@@ -33,12 +33,26 @@ def preview(text: str, width: int = 72) -> str:
 def score(query: str, documents: tuple[str, ...], as_json: bool, raw: bool, settings: Settings) -> None:
     """Print the score of each DOCUMENT for QUERY, in input order."""
     reranker = Reranker.from_settings(settings)
-    scores = reranker.score_query(query, documents).scores(normalize=not raw)
+    report = reranker.score_query(query, documents)
+    scores = report.scores(normalize=not raw)
     if as_json:
-        click.echo(json.dumps([{"index": i, "score": s} for i, s in enumerate(scores)]))
+        click.echo(json.dumps([{"index": i, "score": s, **chunk_fields(report, i)} for i, s in enumerate(scores)]))
         return
     for i, (value, doc) in enumerate(zip(scores, documents, strict=True)):
-        click.echo(f"[{i}] {value:+.6f}  {preview(doc)}" if raw else f"[{i}] {value:.6f}  {preview(doc)}")
+        where = ""
+        if report.chunks:
+            best = report.chunks[i].highlight
+            where = f"  ({report.chunks[i].chunks} windows, best [{best.start}:{best.end}])"
+            doc = doc[best.start:best.end]
+        click.echo((f"[{i}] {value:+.6f}  " if raw else f"[{i}] {value:.6f}  ") + preview(doc) + where)
+
+
+def chunk_fields(report: ScoreReport, i: int) -> dict[str, Any]:
+    """`chunks` and `highlight` of document `i` when it was chunked, else nothing."""
+    if report.chunks is None:
+        return {}
+    best = report.chunks[i].highlight
+    return {"chunks": report.chunks[i].chunks, "highlight": {"start": best.start, "end": best.end}}
 
 
 @dataclass
@@ -89,7 +103,7 @@ def read_documents(stream: IO[bytes], fmt: str, text_field: str) -> Iterator[Inp
 @option("--text-field", default="text", show_default=True, help="Field holding the text in JSON objects.")
 @option("--top-n", type=click.IntRange(min=0), default=0, help="Write only the best N (0: all).")
 @option("--raw", is_flag=True, help="Write raw logits instead of sigmoid scores.")
-@setting_options(*MODEL_SETTINGS)
+@setting_options(*MODEL_SETTINGS, "min_score")
 def rerank_file(
     query: str,
     input_file: IO[bytes],
@@ -103,20 +117,24 @@ def rerank_file(
     """Rank the documents of a file for QUERY and write JSON lines, best first.
 
     Each output line is {"rank", "index", "line", "score", "document"}, where "document"
-    is the input line's text or JSON value. A progress bar shows on stderr for long inputs.
+    is the input line's text or JSON value; with --truncation chunk, also "chunks" (windows scored)
+    and "highlight" ({"start", "end"}: the best window's characters in the document's text). A progress bar shows on stderr for long inputs.
     """
     documents = list(read_documents(input_file, fmt, text_field))
     reranker = Reranker.from_settings(settings)
     texts = [d.text for d in documents]
+    chunked = settings.truncation == "chunk"
     with tqdm(
-        total=len(texts),
-        unit="doc",
+        total=None if chunked else len(texts),  # chunk: the bar counts windows, not known in advance
+        unit="window" if chunked else "doc",
         file=sys.stderr,
         disable=len(texts) < PROGRESS_MIN_DOCUMENTS,
         desc="reranking",
     ) as bar:
-        scores = reranker.score_query(query, texts, on_batch=bar.update).scores(normalize=not raw)
-    for rank, i in enumerate(rank_order(scores, top_n), start=1):
+        report = reranker.score_query(query, texts, on_batch=bar.update)
+    scores = report.scores(normalize=not raw)
+    order = above_min_score(rank_order(report.logits.tolist(), top_n), report.scores(), settings.min_score)
+    for rank, i in enumerate(order, start=1):
         record = {"rank": rank, "index": i, "line": documents[i].line, "score": scores[i],
-                  "document": documents[i].record}
+                  **chunk_fields(report, i), "document": documents[i].record}
         output_file.write(json.dumps(record, ensure_ascii=False) + "\n")

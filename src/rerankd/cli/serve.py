@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import tempfile
 import threading
 from dataclasses import fields
@@ -14,10 +15,10 @@ from types import FrameType
 import click
 
 from rerankd.cli.options import option, setting_options
+from rerankd.engine.calibration import load_calibrations
 from rerankd.errors import ErrorKind, RerankdError
+from rerankd.logs import configure_server_output, status_log
 from rerankd.settings import DEFAULT_MODEL, SERVE_SETTINGS, Settings, env_name, settings_from_env
-
-log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -43,6 +44,9 @@ def serve(models: tuple[str, ...], settings: Settings) -> None:
     from rerankd.server.models import parse_model_specs
 
     specs = parse_model_specs(models)  # fail here, not in N workers
+    load_calibrations(settings.calibration, [name for name, _ in specs])
+    # Before anything is printed: the supervisor's and the Ray driver's lines follow --json-logs too.
+    configure_server_output(json_lines=settings.json_logs, access=not settings.quiet)
     if settings.ray:
         _serve_on_ray(specs, settings)
     elif settings.workers > 1:
@@ -84,32 +88,37 @@ def _serve_one_process(specs: list[tuple[str, str]], settings: Settings) -> None
 
     app = create_app(settings, registry, metrics, on_load_failure=stop_serving)
     config = uvicorn.Config(app, **_uvicorn_options(settings))
-    server = draining_server(config, app.state.draining, app.state.in_flight, registry, settings.drain_timeout)
+    server = draining_server(config, app.state.draining, app.state.in_flight, registry, settings)
     server.run()
     if load_errors:
         raise RerankdError(ErrorKind.MODEL_LOAD, f"no model to serve, exiting: {load_errors[0]}")
 
 
-def draining_server(config, draining: asyncio.Event, in_flight, registry, drain_timeout: float):  # type: ignore[no-untyped-def]
+def draining_server(config, draining: asyncio.Event, in_flight, registry, settings: Settings):  # type: ignore[no-untyped-def]
     """uvicorn's server, but the first SIGTERM/SIGINT drains before it stops accepting.
 
     Built here, not at import, because uvicorn is only in the `server` extra.
     """
     import uvicorn
 
-    from rerankd.server.drain import drain
+    from rerankd.server.drain import drain, log_draining
 
     class DrainingServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:  # bound; the port is the real one also when --port 0 let the system pick it
+                announce_address(config.host, self.servers[0].sockets[0].getsockname()[1], settings)
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if draining.is_set():  # a second signal: stop now
                 super().handle_exit(sig, frame)
                 return
             draining.set()
-            log.warning("%s: draining; %d request(s) in flight", signal.Signals(sig).name, in_flight.count)
+            log_draining(sig, in_flight, settings.drain_timeout)
             asyncio.get_running_loop().create_task(self._drain())
 
         async def _drain(self) -> None:
-            await drain(in_flight, registry, drain_timeout)
+            await drain(in_flight, registry, settings.drain_timeout)
             # Not super().handle_exit: uvicorn would re-raise the signal and the process would exit -15
             # after a clean drain.
             self.should_exit = True
@@ -117,7 +126,19 @@ def draining_server(config, draining: asyncio.Event, in_flight, registry, drain_
     return DrainingServer(config)
 
 
+def announce_address(host: str, port: int, settings: Settings, how: str = "") -> None:
+    """Where the server listens, and the pages to open there; printed once, by the process that binds."""
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    status_log.info("listening on %s%s; Ctrl+C to stop", url, f" ({how})" if how else "")
+    if settings.no_playground:
+        status_log.info("API docs: %s/docs", url)
+    else:
+        status_log.info("API docs: %s/docs   playground: %s/playground", url, url)
+
+
 # --- N worker processes ----------------------------------------------------------------------------
+
+WORKER_HEALTHCHECK_S = 60
 
 
 def _serve_workers(models: tuple[str, ...], settings: Settings) -> None:
@@ -144,11 +165,16 @@ def _serve_workers(models: tuple[str, ...], settings: Settings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         config = uvicorn.Config(
             "rerankd.server.asgi:create_app_from_env", factory=True, workers=settings.workers,
+            # uvicorn kills a worker that has not answered its ping within this; its 5 s default killed workers
+            # still starting Python on a busy 2-core host (load 10), over and over.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
             **_uvicorn_options(settings),
         )
         # uvicorn.run(workers=N) without its wrapper, to see why the supervisor stopped: it also stops, and
         # would exit 0, when a worker can't start (a model that doesn't load fails the same way in every one).
-        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        sock = config.bind_socket()
+        announce_address(config.host, sock.getsockname()[1], settings, f"{settings.workers} worker processes")
+        supervisor = Multiprocess(config, sockets=[sock])
         supervisor.run()
     if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
         raise RerankdError(ErrorKind.MODEL_LOAD, "a worker process failed to start; its error is logged above")
@@ -196,13 +222,14 @@ def _serve_on_ray(specs: list[tuple[str, str]], settings: Settings) -> None:
             signal.signal(sig, lambda signum, frame: stop.set())
         ray_serve.start(http_options={"host": settings.host, "port": settings.port})
         ray_serve.run(rerankd_application(specs, settings), name=APP_NAME, route_prefix="/")
-        log.warning("serving on Ray at http://%s:%d (%s)", settings.host, settings.port,
-                    "local cluster" if local else settings.ray_address)
+        announce_address(settings.host, settings.port, settings,
+                         f"Ray Serve, {'a local cluster' if local else settings.ray_address}")
         stop.wait()
-        log.warning("stopping: Ray Serve drains the replicas for up to %g s", settings.drain_timeout)
+        status_log.warning("stopping: Ray Serve drains the replicas for up to %g s", settings.drain_timeout)
         if local:
             ray_serve.shutdown()
         else:
             ray_serve.delete(APP_NAME)  # the cluster and its other applications stay up
+        status_log.info("stopped")
     finally:
         ray.shutdown()

@@ -36,6 +36,23 @@ _FIRST_CUT_CHARS_PER_TOKEN = 6
 _GROUP_CHARS = 1 << 18
 
 
+@dataclass(frozen=True)
+class TextTokens:
+    """One text's tokens, no special tokens: ids, the word (pre-tokenizer split) each came from, and
+    the (start, end) characters of the text each covers."""
+
+    ids: list[int]
+    words: list[int | None]
+    offsets: list[tuple[int, int]]
+
+    def head(self, n: int) -> TextTokens:
+        return TextTokens(self.ids[:n], self.words[:n], self.offsets[:n])
+
+    def begins_word(self, i: int) -> bool:
+        """Whether token `i` is the first of its word: where a window may start or end."""
+        return i == 0 or self.words[i] != self.words[i - 1]
+
+
 class EncodedPair:
     """Model input ids of one pair, and how long the pair was before it was cut to fit.
 
@@ -141,31 +158,39 @@ class PairEncoder:
             )
         self._tokenizer = tokenizer
         self._rust = _untruncated_copy(tokenizer)
-        if self._encode_rust(list(_PROBES)) != self._encode_reference(list(_PROBES)):
+        if [t.ids for t in self._encode_rust(list(_PROBES))] != [t.ids for t in self._encode_reference(list(_PROBES))]:
             log.warning("tokenizer %s post-processes in Python; using it directly", type(tokenizer).__name__)
             self._rust = None
 
-    def _encode_rust(self, texts: list[str]) -> list[tuple[list[int], list[int | None]]]:
+    def _encode_rust(self, texts: list[str]) -> list[TextTokens]:
         assert self._rust is not None
-        return [(e.ids, e.word_ids) for e in self._rust.encode_batch(texts, add_special_tokens=False)]
+        return [TextTokens(e.ids, e.word_ids, e.offsets)
+                for e in self._rust.encode_batch(texts, add_special_tokens=False)]
 
-    def _encode_reference(self, texts: list[str]) -> list[tuple[list[int], list[int | None]]]:
-        encoded = self._tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
-        return [(ids, encoded.word_ids(k)) for k, ids in enumerate(encoded["input_ids"])]
+    def _encode_reference(self, texts: list[str]) -> list[TextTokens]:
+        encoded = self._tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
+                                  return_offsets_mapping=True)
+        return [TextTokens(ids, encoded.word_ids(k), [tuple(o) for o in encoded["offset_mapping"][k]])
+                for k, ids in enumerate(encoded["input_ids"])]
 
-    def _encode(self, texts: list[str]) -> list[tuple[list[int], list[int | None]]]:
-        """Ids of each text, and the word (pre-tokenizer split) each id came from."""
+    def _encode(self, texts: list[str]) -> list[TextTokens]:
+        """Ids of each text, the word (pre-tokenizer split) each id came from, and its characters."""
         if not texts:
             return []
         return self._encode_rust(texts) if self._rust is not None else self._encode_reference(texts)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Ids of each text, with no special tokens and no truncation."""
-        return [ids for ids, _ in self._encode(list(texts))]
+        return [t.ids for t in self._encode(list(texts))]
 
     def heads(self, texts: Sequence[str], wanted: Sequence[int]) -> list[list[int]]:
         """The first `wanted[i]` ids of each text, the same as tokenizing it whole gives (all of them when
-        it has fewer), from as little of it as that takes.
+        it has fewer), from as little of it as that takes (see `head_tokens`)."""
+        return [t.ids for t in self.head_tokens(texts, wanted)]
+
+    def head_tokens(self, texts: Sequence[str], wanted: Sequence[int]) -> list[TextTokens]:
+        """The first `wanted[i]` tokens of each text (ids, words, offsets), the same as tokenizing it whole
+        gives (all of them when it has fewer), from as little of it as that takes.
 
         Each text is cut, tokenized, and its cut doubled until the wanted ids lie before the word the cut
         splits (the tokenizer's model sees one word at a time, so only that word can change) and come out
@@ -173,27 +198,54 @@ class PairEncoder:
         tokenizer, so both are checked. A text costs about what is wanted of it, except inside one very
         long word; at most `_GROUP_CHARS` characters are tokenized at once.
         """
-        heads: list[list[int]] = [[] for _ in texts]
+        heads: list[TextTokens] = [TextTokens([], [], []) for _ in texts]
         cuts = [max(1, n) * _FIRST_CUT_CHARS_PER_TOKEN for n in wanted]
         earlier: dict[int, list[int]] = {}  # text -> its wanted ids at the previous cut
         pending = list(range(len(texts)))
         while pending:
             unsettled = []
             for group in _groups(pending, [min(cuts[i], len(texts[i])) for i in pending]):
-                for i, (ids, words) in zip(group, self._encode([texts[i][: cuts[i]] for i in group]), strict=True):
-                    head = ids[: wanted[i]]
+                for i, tokens in zip(group, self._encode([texts[i][: cuts[i]] for i in group]), strict=True):
+                    head, words = tokens.head(wanted[i]), tokens.words
                     if cuts[i] >= len(texts[i]):
                         heads[i] = head
                         continue
                     if words and words.index(words[-1]) >= wanted[i]:  # all before the word the cut splits
-                        if earlier.get(i) == head:
+                        if earlier.get(i) == head.ids:
                             heads[i] = head
                             continue
-                        earlier[i] = head
+                        earlier[i] = head.ids
                     cuts[i] *= 2
                     unsettled.append(i)
             pending = unsettled
         return heads
+
+    def tails(self, texts: Sequence[str], wanted: Sequence[int]) -> list[list[int]]:
+        """The last `wanted[i]` ids of each text, the same as tokenizing it whole gives: `heads` mirrored.
+
+        The cut is taken from the end, and the wanted ids must lie after the word it splits."""
+        tails: list[list[int]] = [[] for _ in texts]
+        cuts = [max(1, n) * _FIRST_CUT_CHARS_PER_TOKEN for n in wanted]
+        earlier: dict[int, list[int]] = {}
+        pending = list(range(len(texts)))
+        while pending:
+            unsettled = []
+            for group in _groups(pending, [min(cuts[i], len(texts[i])) for i in pending]):
+                for i, tokens in zip(group, self._encode([texts[i][-cuts[i]:] for i in group]), strict=True):
+                    tail, words = tokens.ids[max(0, len(tokens.ids) - wanted[i]):], tokens.words
+                    if cuts[i] >= len(texts[i]):
+                        tails[i] = tail
+                        continue
+                    first = len(words) - wanted[i]
+                    if first > 0 and words[first] != words[0]:  # all after the word the cut splits
+                        if earlier.get(i) == tail:
+                            tails[i] = tail
+                            continue
+                        earlier[i] = tail
+                    cuts[i] *= 2
+                    unsettled.append(i)
+            pending = unsettled
+        return tails
 
     def encode(
         self,
@@ -201,40 +253,61 @@ class PairEncoder:
         documents: Sequence[str],
         max_length: int | None = None,
         max_document_tokens: int | None = None,
+        keep: str = "start",
     ) -> list[EncodedPair]:
         """One query against many documents: the query is tokenized once.
 
         `max_length` (at most the encoder's) and `max_document_tokens` tighten
         the cut for one call, as an API request may ask.
         """
-        return self.encode_pairs([(query, d) for d in documents], max_length, max_document_tokens)
+        return self.encode_pairs([(query, d) for d in documents], max_length, max_document_tokens, keep)
 
     def encode_pairs(
-        self, pairs: Sequence[tuple[str, str]], max_length: int | None = None, max_document_tokens: int | None = None
+        self,
+        pairs: Sequence[tuple[str, str]],
+        max_length: int | None = None,
+        max_document_tokens: int | None = None,
+        keep: str = "start",
     ) -> list[EncodedPair]:
         """Arbitrary pairs, in order; each distinct query is tokenized once.
 
-        Each text is tokenized one id past what the pair keeps of it, which says whether it was cut.
+        A document that does not fit keeps its first tokens (`keep="start"`, FlagEmbedding's only_second
+        truncation) or its last (`keep="end"`, TEI's left truncation). Each text is tokenized one id past
+        what the pair keeps of it, which says whether it was cut.
         """
-        special = self.template.num_special_tokens
-        limit = min(max_length, self.max_length) if max_length else self.max_length
-        # The query keeps its own budget, but leaves at least one token of room for the document.
-        query_room = max(1, min(self.query_max_length, limit - special - 1))
-        queries = list(dict.fromkeys(q for q, _ in pairs))
-        query_heads = dict(zip(queries, self.heads(queries, [query_room + 1] * len(queries)), strict=True))
+        query_room, query_heads = self.query_heads([q for q, _ in pairs], max_length)
         rooms = []
         for query, _ in pairs:
-            room = limit - special - min(len(query_heads[query]), query_room)
+            room = self.document_room(query_heads[query], query_room, max_length)
             rooms.append(room if max_document_tokens is None else min(room, max_document_tokens))
-        doc_heads = self.heads([d for _, d in pairs], [room + 1 for room in rooms])
+        cut = self.heads if keep == "start" else self.tails
+        documents = cut([d for _, d in pairs], [room + 1 for room in rooms])
         return [
-            self._pair(query_heads[q], query_room, d, room)
-            for (q, _), d, room in zip(pairs, doc_heads, rooms, strict=True)
+            self.pair(query_heads[q][:query_room], d[:room] if keep == "start" else d[max(0, len(d) - room):],
+                      len(query_heads[q]) + len(d))
+            for (q, _), d, room in zip(pairs, documents, rooms, strict=True)
         ]
 
-    def _pair(self, query_head: list[int], query_room: int, doc_head: list[int], doc_room: int) -> EncodedPair:
-        ids, types = self.template.build(query_head[:query_room], doc_head[:doc_room], self.with_token_types)
-        return EncodedPair(ids, types, len(query_head) + len(doc_head) + self.template.num_special_tokens)
+    def limit(self, max_length: int | None) -> int:
+        """The pair's cap for one call: `max_length` when given, never past the encoder's."""
+        return min(max_length, self.max_length) if max_length else self.max_length
+
+    def query_heads(self, queries: Sequence[str], max_length: int | None) -> tuple[int, dict[str, list[int]]]:
+        """The query's budget under `max_length`, and each distinct query's first ids, one past that budget
+        (so a longer list says the query was cut)."""
+        # The query keeps its own budget, but leaves at least one token of room for the document.
+        query_room = max(1, min(self.query_max_length, self.limit(max_length) - self.template.num_special_tokens - 1))
+        distinct = list(dict.fromkeys(queries))
+        return query_room, dict(zip(distinct, self.heads(distinct, [query_room + 1] * len(distinct)), strict=True))
+
+    def document_room(self, query_head: list[int], query_room: int, max_length: int | None) -> int:
+        """Tokens left for the document beside the query and the special tokens."""
+        return self.limit(max_length) - self.template.num_special_tokens - min(len(query_head), query_room)
+
+    def pair(self, query: list[int], document: list[int], text_tokens: int) -> EncodedPair:
+        """The model input of `query` and `document` ids; `text_tokens` counts the two texts' tokens seen."""
+        ids, types = self.template.build(query, document, self.with_token_types)
+        return EncodedPair(ids, types, text_tokens + self.template.num_special_tokens)
 
 
 def _groups(indices: list[int], sizes: list[int]) -> Iterator[list[int]]:

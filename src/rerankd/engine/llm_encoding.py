@@ -23,7 +23,8 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from rerankd.engine.encoding import EncodedPair
+from rerankd.engine.chunking import ChunkedDocument, ChunkPolicy, Window, spans_of
+from rerankd.engine.encoding import EncodedPair, TextTokens
 from rerankd.errors import ErrorKind, RerankdError
 
 # Qwen3-Reranker model card: the chat template around the formatted pair.
@@ -46,8 +47,30 @@ class FixedTokens:
     num_special_tokens: int
 
 
+def check_lengths(encoder: object, keep: str) -> None:
+    """Keeping a document's end (TEI's truncation_direction Left) is a cross-encoder feature: an LLM kind
+    refuses it rather than score something else than asked (docs/models.md)."""
+    kind = getattr(encoder, "kind", None)
+    if kind is not None and keep == "end":
+        raise RerankdError(ErrorKind.INVALID_INPUT,
+                           f"truncation_direction Left (keep a document's end) is not available for {kind} models: "
+                           "send Right (its start is kept), or truncation chunk to score all of it in windows")
+
+
+def _words(text: str, word_ids: list[int | None], offsets: list[tuple[int, int]]) -> list[int]:
+    """Word numbers for the window rule: a token begins a word where the tokenizer's pre-tokenizer says so, or
+    where it starts with or follows whitespace (Gemma's tokenizer has no pre-tokenizer to say it)."""
+    words: list[int] = []
+    for k, (start, _) in enumerate(offsets):
+        begins = k > 0 and ((word_ids[k] is not None and word_ids[k] != word_ids[k - 1])
+                            or (0 < start < len(text) and (text[start].isspace() or text[start - 1].isspace())))
+        words.append(words[-1] + begins if words else 0)
+    return words
+
+
 class _LLMEncoder:
     accepts_instruction = True
+    kind: str
     with_token_types = False
 
     def __init__(self, tokenizer: Any, max_length: int, query_max_length: int, default_instruction: str) -> None:
@@ -87,6 +110,42 @@ class _LLMEncoder:
         documents = self._cut_documents([d for _, d in pairs], max_document_tokens)
         return self._encode([q for q, _ in pairs], documents, limit, instruction or self.default_instruction)
 
+    def chunk_pairs(self, pairs: Sequence[tuple[str, str]], policy: ChunkPolicy, max_length: int | None = None,
+                    max_document_tokens: int | None = None, instruction: str | None = None) -> list[ChunkedDocument]:
+        """Each document in windows (chunking.py's rule on its own tokens), each window scored as the pair
+        (query, window text) exactly as `encode_pairs` scores it: query, instruction and template stay whole.
+
+        The room beside them is measured on the pair with an empty document; the text at a window's edges
+        may tokenize a little differently inside the template, so a window that comes out cut is made
+        shorter by what was cut until it fits."""
+        limit = min(max_length, self.max_length) if max_length else self.max_length
+        instruction = instruction or self.default_instruction
+        queries = [q for q, _ in pairs]
+        empty = dict(zip(queries, self._encode(queries, [""] * len(queries), limit, instruction), strict=True))
+        rooms = [max(1, self._document_room(empty[q], limit, instruction)) for q in queries]
+        documents = [TextTokens(e.ids, _words(d, e.word_ids, e.offsets), e.offsets) for (_, d), e in
+                     zip(pairs, self._rust.encode_batch([d for _, d in pairs], add_special_tokens=False), strict=True)]
+        chunked = []
+        for (query, document), tokens, room in zip(pairs, documents, rooms, strict=True):
+            base_cut = empty[query].full_length - empty[query].num_tokens  # the query's own cut (Flag)
+            while True:
+                cap = room * policy.max_chunks if max_document_tokens is None else min(room * policy.max_chunks,
+                                                                                       max_document_tokens)
+                spans, cut = spans_of(tokens, room, cap, min(policy.overlap, room // 2), policy.max_chunks)
+                edges = [(tokens.offsets[a][0], tokens.offsets[b - 1][1]) if b > a else (0, 0) for a, b in spans]
+                encoded = self._encode([query] * len(edges), [document[a:b] for a, b in edges], limit, instruction)
+                over = max(p.full_length - p.num_tokens - base_cut for p in encoded)
+                if over <= 0 or room == 1:
+                    break
+                room = max(1, room - over)
+            windows = [Window(p, a, b) for p, (a, b) in zip(encoded, edges, strict=True)]
+            chunked.append(ChunkedDocument(windows, cut or base_cut > 0 or over > 0))
+        return chunked
+
+    def _document_room(self, empty: EncodedPair, limit: int, instruction: str) -> int:
+        """Document tokens that fit beside the query and template of `empty` (the pair with no document)."""
+        raise NotImplementedError
+
     def _encode(self, queries: list[str], documents: list[str], limit: int, instruction: str) -> list[EncodedPair]:
         raise NotImplementedError
 
@@ -94,6 +153,8 @@ class _LLMEncoder:
 class Qwen3PairEncoder(_LLMEncoder):
     """The Qwen3-Reranker model card's `process_inputs`: prefix + tokenizer(formatted pair, truncated to
     max_length - prefix - suffix) + suffix; padded on the left."""
+
+    kind = "qwen3-reranker"
 
     padding_side = "left"
 
@@ -113,6 +174,9 @@ class Qwen3PairEncoder(_LLMEncoder):
     def score_tokens(self) -> list[tuple[int, float]]:
         """logit(yes) - logit(no): its sigmoid is the card's softmax over (no, yes)."""
         return [(self.yes_id, 1.0), (self.no_id, -1.0)]
+
+    def _document_room(self, empty: EncodedPair, limit: int, instruction: str) -> int:
+        return limit - empty.num_tokens
 
     def _encode(self, queries: list[str], documents: list[str], limit: int, instruction: str) -> list[EncodedPair]:
         room = limit - len(self.prefix_ids) - len(self.suffix_ids)
@@ -134,6 +198,8 @@ class FlagLLMPairEncoder(_LLMEncoder):
     then sep + (B: passage)[:max_length], cut on the passage side to max_length + len(sep) + len(prompt),
     then sep + prompt. Each segment is tokenized on its own without special tokens."""
 
+    kind = "flag-llm-reranker"
+
     def __init__(self, tokenizer: Any, max_length: int, query_max_length: int, default_instruction: str) -> None:
         super().__init__(tokenizer, max_length, query_max_length, default_instruction)
         self.padding_side = tokenizer.padding_side
@@ -147,6 +213,14 @@ class FlagLLMPairEncoder(_LLMEncoder):
     @property
     def score_tokens(self) -> list[tuple[int, float]]:
         return [(self.yes_id, 1.0)]
+
+    def _document_room(self, empty: EncodedPair, limit: int, instruction: str) -> int:
+        # The passage ("B: " + document) may have `limit` tokens, and the pair before the final sep + prompt
+        # limit + len(sep) + len(prompt); `empty` is that pair with "B: " alone.
+        prompt = len(self.token_ids([instruction])[0])
+        passage_head = len(self.token_ids([FLAG_PASSAGE_INSTRUCTION])[0])
+        first_and_second = empty.num_tokens - len(self.sep_ids) - prompt
+        return min(limit - passage_head, limit + len(self.sep_ids) + prompt - first_and_second)
 
     def _encode(self, queries: list[str], documents: list[str], limit: int, instruction: str) -> list[EncodedPair]:
         # The query keeps FlagEmbedding's 3/4 share of a per-request limit below the configured one.

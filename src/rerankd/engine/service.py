@@ -13,6 +13,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -20,9 +21,11 @@ import numpy as np
 
 from rerankd.cache import CachedScore, CacheKeyer, ScoreCache
 from rerankd.corpus import corpus_lines
-from rerankd.engine.admission import Admission, InFlightLimit, TokenEstimator
+from rerankd.engine.admission import Admission, InFlightLimit, Permit, TokenEstimator
 from rerankd.engine.batching import collate
+from rerankd.engine.chunking import ChunkPolicy, DocumentScore, aggregate, chunk_pairs
 from rerankd.engine.encoding import EncodedPair, PairEncoder
+from rerankd.engine.llm_encoding import check_lengths
 from rerankd.engine.scheduler import Scheduler
 from rerankd.engine.scoring import BatchScorer
 from rerankd.errors import ErrorKind, RerankdError
@@ -38,6 +41,14 @@ _REMEASURES = 3
 
 
 @dataclass(frozen=True)
+class _Run:
+    tokenize_seconds: float
+    queue_seconds: float
+    inference_seconds: float
+    cache_hits: int
+
+
+@dataclass(frozen=True)
 class Scored:
     """Scores of one request plus what it cost, stage by stage."""
 
@@ -48,6 +59,7 @@ class Scored:
     queue_seconds: float
     inference_seconds: float
     cache_hits: int = 0
+    chunks: list[DocumentScore] | None = None  # with truncation="chunk": each document's windows
 
     @property
     def total_tokens(self) -> int:
@@ -91,6 +103,7 @@ class ScoringService:
         self.cache = cache
         self.metrics = metrics
         self._tokenize_pool = tokenize_pool
+        self.chunking = ChunkPolicy.from_settings(settings)
         self.estimator = TokenEstimator(_tokens_per_char(encoder))
         self.scheduler = Scheduler(scorer, name, metrics)
         self.admission = Admission(
@@ -138,25 +151,107 @@ class ScoringService:
         *,
         max_length: int | None = None,
         max_document_tokens: int | None = None,
-        truncate: bool = True,
+        truncation: str = "truncate",
+        keep: str = "start",
+        chunking: ChunkPolicy | None = None,
         instruction: str | None = None,
     ) -> Scored:
         """Score one query against `documents`, or, given a list of queries, each query with its document.
 
-        Cached pairs skip tokenization and the model; identical pairs in one request are scored once.
-        `instruction` is an LLM reranker's instruction or prompt (None: the server's default).
+        `truncation` is `truncate` (a document that does not fit keeps its start, or with keep="end" its
+        end), `chunk` (windows under `chunking`, default the settings'), or `error`. Cached pairs and windows
+        skip the model; identical ones in one request are scored once. `instruction` is an LLM reranker's
+        instruction or prompt (None: the server's default).
         """
         deadline = self.scheduler.clock() + self.settings.request_timeout
         queries = [query] * len(documents) if isinstance(query, str) else query
         self._check_input(queries, documents, max_length)
         instruction = self._instruction(instruction)
+        check_lengths(self.encoder, keep)
         limit = min(max_length, self.encoder.max_length) if max_length else self.encoder.max_length
+        if truncation == "chunk":
+            return await self._score_chunked(queries, documents, max_length, max_document_tokens,
+                                             chunking or self.chunking, deadline, limit, instruction)
+        mode = truncation if keep == "start" else f"{truncation}-keep-end"
+        keys = [self.keyer.key(q, d, max_length, max_document_tokens, mode, instruction)
+                for q, d in zip(queries, documents)]
         estimate = sum(self._estimate(q, d, limit) for q, d in zip(queries, documents))
         permit = self.admission.admit(len(documents), estimate)
+
+        def encode(todo: list[int]) -> list[EncodedPair]:
+            # An LLM encoder takes the instruction; it keeps a document's start only (check_lengths).
+            options = {"instruction": instruction} if instruction is not None else {"keep": keep}
+            pairs = self.encoder.encode_pairs([(queries[i], documents[i]) for i in todo], max_length,
+                                              max_document_tokens, **options)
+            # Only uncut pairs were tokenized whole; a cut one prices at the limit whatever its length.
+            special = self.encoder.template.num_special_tokens
+            whole = [(i, p) for i, p in zip(todo, pairs, strict=True) if not p.truncated]
+            self.estimator.observe(sum(len(queries[i]) + len(documents[i]) for i, _ in whole),
+                                   sum(p.full_length - special for _, p in whole))
+            # A cap the request asked for (max_tokens_per_doc, truncate_prompt_tokens) is truncation it accepted.
+            # Cached pairs need no check: the mode is part of their key, and "error" never stores a cut pair.
+            if truncation == "error" and max_length is None and max_document_tokens is None:
+                for i, pair in zip(todo, pairs, strict=True):
+                    if pair.truncated:
+                        raise self._too_long(queries[i], documents[i], i)
+            return pairs
+
+        values, run = await self._run(keys, encode, permit, deadline)
+        truncated = [v.truncated for v in values]
+        self.metrics.truncated(self.name, sum(truncated))
+        return Scored(
+            logits=np.array([v.logit for v in values], dtype=np.float32),
+            num_tokens=[v.num_tokens for v in values],
+            truncated=truncated,
+            tokenize_seconds=run.tokenize_seconds,
+            queue_seconds=run.queue_seconds,
+            inference_seconds=run.inference_seconds,
+            cache_hits=run.cache_hits,
+        )
+
+    async def _score_chunked(
+        self, queries: list[str], documents: list[str], max_length: int | None, max_document_tokens: int | None,
+        policy: ChunkPolicy, deadline: float, limit: int, instruction: str | None,
+    ) -> Scored:
+        """Documents in windows: each window is an ordinary pair for the cache and the scheduler."""
+        estimates = [self._estimate_windows(q, d, limit, policy) for q, d in zip(queries, documents)]
+        permit = self.admission.admit(sum(n for n, _ in estimates), sum(t for _, t in estimates))
         try:
-            mode = "truncate" if truncate else "error"
-            keys = [self.keyer.key(q, d, max_length, max_document_tokens, mode, instruction)
-                    for q, d in zip(queries, documents)]
+            started = time.perf_counter()
+            chunk = functools.partial(chunk_pairs, self.encoder, list(zip(queries, documents)), policy, max_length,
+                                      max_document_tokens, instruction)
+            chunked = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, chunk)
+            chunk_seconds = time.perf_counter() - started
+        except BaseException:
+            permit.release()
+            raise
+        windows = [(q, w.pair) for q, d in zip(queries, chunked) for w in d.windows]
+        # One entry per window, keyed by its ids: a repeated document, or a window two documents share, is free.
+        keys = [self.keyer.key(q, " ".join(map(str, pair.input_ids)), max_length, None, "chunk", instruction)
+                for q, pair in windows]
+        values, run = await self._run(keys, lambda todo: [windows[i][1] for i in todo], permit, deadline)
+        scores = aggregate(chunked, np.array([v.logit for v in values], dtype=np.float32), policy.aggregate)
+        truncated = [d.truncated for d in chunked]
+        self.metrics.truncated(self.name, sum(truncated))
+        per_document = np.cumsum([0, *(len(d.windows) for d in chunked)])
+        tokens = [v.num_tokens for v in values]
+        return Scored(
+            logits=np.array([s.logit for s in scores], dtype=np.float32),
+            num_tokens=[sum(tokens[a:b]) for a, b in zip(per_document[:-1], per_document[1:])],
+            truncated=truncated,
+            tokenize_seconds=chunk_seconds + run.tokenize_seconds,
+            queue_seconds=run.queue_seconds,
+            inference_seconds=run.inference_seconds,
+            cache_hits=run.cache_hits,
+            chunks=scores,
+        )
+
+    async def _run(
+        self, keys: list[bytes], encode: Callable[[list[int]], list[EncodedPair]], permit: Permit, deadline: float
+    ) -> tuple[list[CachedScore], _Run]:
+        """The value of every key: from the cache, or encoded (off the event loop), admitted again on its exact
+        size and scored by the scheduler. Releases `permit`."""
+        try:
             first: dict[bytes, int] = {}  # key -> position of its first pair
             for i, key in enumerate(keys):
                 first.setdefault(key, i)
@@ -167,24 +262,9 @@ class ScoringService:
             started = time.perf_counter()
             pairs: list[EncodedPair] = []
             if todo:
-                encode = functools.partial(self.encoder.encode_pairs, [(queries[i], documents[i]) for i in todo],
-                                           max_length, max_document_tokens,
-                                           **({"instruction": instruction} if instruction is not None else {}))
-                pairs = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, encode)
+                pairs = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, encode, todo)
             tokenize_seconds = time.perf_counter() - started
             self.metrics.observe_tokenize(self.name, tokenize_seconds)
-            # Only uncut pairs were tokenized whole; a cut one prices at the limit whatever its length.
-            special = self.encoder.template.num_special_tokens
-            whole = [(i, p) for i, p in zip(todo, pairs, strict=True) if not p.truncated]
-            self.estimator.observe(sum(len(queries[i]) + len(documents[i]) for i, _ in whole),
-                                   sum(p.full_length - special for _, p in whole))
-
-            # A cap the request asked for (max_tokens_per_doc, truncate_prompt_tokens) is truncation it accepted.
-            # Cached pairs need no check: the mode is part of their key, and "error" never stores a cut pair.
-            if not truncate and max_length is None and max_document_tokens is None:
-                for i, pair in zip(todo, pairs, strict=True):
-                    if pair.truncated:
-                        raise self._too_long(queries[i], documents[i], i)
             permit.confirm(len(pairs), sum(p.num_tokens for p in pairs))
             job = self.scheduler.submit(pairs, deadline)
             permit.queued()
@@ -203,18 +283,8 @@ class ScoringService:
         by_key.update(scored)
         if self.cache is not None and scored:
             await self.cache.set_many(scored)
-        values = [by_key[k] for k in keys]
-        truncated = [v.truncated for v in values]
-        self.metrics.truncated(self.name, sum(truncated))
-        return Scored(
-            logits=np.array([v.logit for v in values], dtype=np.float32),
-            num_tokens=[v.num_tokens for v in values],
-            truncated=truncated,
-            tokenize_seconds=tokenize_seconds,
-            queue_seconds=batched.queue_seconds,
-            inference_seconds=batched.inference_seconds,
-            cache_hits=len(unique) - len(todo),
-        )
+        run = _Run(tokenize_seconds, batched.queue_seconds, batched.inference_seconds, len(unique) - len(todo))
+        return [by_key[k] for k in keys], run
 
     def _instruction(self, instruction: str | None) -> str | None:
         """The instruction a request's pairs are scored with: its own, else the model's default; None for a
@@ -251,6 +321,16 @@ class ScoringService:
         """A pair's tokens before tokenizing it: capped as the encoder will cap it."""
         query_tokens = min(self.estimator.tokens(len(query)), self.encoder.query_max_length)
         return min(limit, self.encoder.template.num_special_tokens + query_tokens + self.estimator.tokens(len(document)))
+
+    def _estimate_windows(self, query: str, document: str, limit: int, policy: ChunkPolicy) -> tuple[int, int]:
+        """A document's windows and their tokens before tokenizing it."""
+        fixed = self.encoder.template.num_special_tokens + min(self.estimator.tokens(len(query)),
+                                                               self.encoder.query_max_length)
+        room = max(1, limit - fixed)
+        tokens = self.estimator.tokens(len(document))
+        step = max(1, room - min(policy.overlap, room // 2))
+        windows = min(policy.max_chunks, 1 + max(0, tokens - room + step - 1) // step)
+        return windows, min(windows * limit, windows * fixed + tokens + (windows - 1) * policy.overlap)
 
     def _too_long(self, query: str, document: str, index: int) -> RerankdError:
         # The encoder stopped one token past the limit; the message counts this one pair whole, to say by how much.

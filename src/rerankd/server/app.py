@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -17,12 +15,14 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from rerankd import __version__
+from rerankd.logs import configure_server_output, status_log
 from rerankd.server.auth import ApiKeyMiddleware
 from rerankd.server.drain import drain_before_exit
 from rerankd.server.errors import install_error_handlers
 from rerankd.server.metrics import Metrics
-from rerankd.server.middleware import InFlight, ServingMiddleware, access_log
+from rerankd.server.middleware import InFlight, ServingMiddleware
 from rerankd.server.models import ModelRegistry
+from rerankd.server.playground import add_playground
 from rerankd.server.routes import COST_HEADERS, build_router
 from rerankd.settings import Settings
 
@@ -34,6 +34,8 @@ Jina, vLLM (`/rerank`, `/score`) and Hugging Face TEI (`/rerank` with `texts`).
 Requests from all clients share one fair scheduler per model; past capacity the excess
 gets a fast 429 with a Retry-After computed from the queue.
 """
+# Relative, so the link also works behind a proxy that serves the app under a prefix.
+PLAYGROUND_LINK = "\nTry requests in the browser: [the playground](playground).\n"
 
 
 def _swagger_assets() -> Path:
@@ -41,37 +43,6 @@ def _swagger_assets() -> Path:
     import fastapi_offline
 
     return Path(fastapi_offline.__file__).parent / "static"
-
-
-class JsonLogFormatter(logging.Formatter):
-    """Every other log record as one JSON line too, so a collector needs no second parser."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "pid": record.process,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
-
-
-def _json_logs() -> None:
-    """Access lines go to stderr as bare JSON whatever the log level; every other record as JSON as well."""
-    if not any(getattr(h, "_rerankd_json", False) for h in access_log.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._rerankd_json = True  # type: ignore[attr-defined]
-        access_log.addHandler(handler)
-    access_log.setLevel(logging.INFO)
-    access_log.propagate = False
-    formatter = JsonLogFormatter()
-    formatter.converter = time.gmtime
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(formatter)
 
 
 def create_app(
@@ -112,11 +83,12 @@ def create_app(
         finally:
             loading.cancel()
             await registry.close()
+            status_log.info("stopped")
 
     app = FastAPI(
         title="rerankd",
         version=__version__,
-        description=DESCRIPTION,
+        description=DESCRIPTION if settings.no_playground else DESCRIPTION + PLAYGROUND_LINK,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -143,8 +115,10 @@ def create_app(
             swagger_favicon_url="data:,",
         )
 
-    if settings.json_logs:
-        _json_logs()
+    if not settings.no_playground:
+        add_playground(app)
+
+    configure_server_output(json_lines=settings.json_logs, access=not settings.quiet, show_pid=settings.workers > 1)
     # Outermost last: the body limit, ids and metrics, then CORS (its preflights need no key, and a 401
     # carries its headers), then the API key, before the app reads any body.
     if settings.api_key:
@@ -162,6 +136,7 @@ def create_app(
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         json_logs=settings.json_logs,
+        access_lines=not settings.quiet,
         in_flight=in_flight,
         route_paths=frozenset(route.path for route in router.routes),
     )

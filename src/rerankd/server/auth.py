@@ -2,8 +2,8 @@
 
 A request without a valid key costs a header compare and, on the rerank routes, a look
 at the first bytes of its body to answer TEI clients in TEI's error shape. Everything
-but the probes, /metrics and the API reference needs the key, so a route added later
-is closed until it is opened here.
+but the probes, /metrics, the API reference and the playground's static files needs the
+key, so a route added later is closed until it is opened here.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rerankd.server.errors import error_response
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/openapi.json"})
-OPEN_PREFIXES = ("/docs-assets/",)
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/docs", "/openapi.json", "/playground"})
+# The playground's page holds no data: it asks for the key when the API answers 401.
+OPEN_PREFIXES = ("/docs-assets/", "/playground/")
 # Where a TEI client may call: its bodies have `texts` where the others have `documents`.
 TEI_PATHS = frozenset({"/rerank", "/v1/rerank", "/v2/rerank"})
 # Enough for the key that names the dialect behind a long query; the rest of the body is never read.

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 import threading
+import time
 from types import FrameType
 
+from rerankd.logs import status_log
 from rerankd.server.middleware import InFlight
 from rerankd.server.models import ModelRegistry
-
-log = logging.getLogger(__name__)
 
 # After the drain deadline, time for the 503s to reach their clients.
 ABORT_GRACE_SECONDS = 5.0
@@ -26,14 +25,23 @@ ABORT_GRACE_SECONDS = 5.0
 
 async def drain(in_flight: InFlight, registry: ModelRegistry, timeout: float) -> None:
     """Wait up to `timeout` s for the requests in flight; past that, answer the rest 503."""
+    started = time.perf_counter()
     try:
         await asyncio.wait_for(in_flight.idle.wait(), timeout)
     except TimeoutError:
-        log.warning("drain deadline of %g s passed with %d request(s) in flight; answering them 503",
-                    timeout, in_flight.count)
+        status_log.warning("drain deadline of %g s passed with %d request(s) in flight; answering them 503",
+                           timeout, in_flight.count)
         registry.abort("the server shut down before this request finished (--drain-timeout); retry")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(in_flight.idle.wait(), ABORT_GRACE_SECONDS)
+    else:
+        status_log.info("drained in %.1f s: every request in flight was answered", time.perf_counter() - started)
+
+
+def log_draining(signum: int, in_flight: InFlight, timeout: float) -> None:
+    """The first line of a drain, the same from every server that drains."""
+    status_log.warning("%s: draining; %d request(s) in flight, waiting up to %g s (--drain-timeout)",
+                       signal.Signals(signum).name, in_flight.count, timeout)
 
 
 def drain_before_exit(draining: asyncio.Event, in_flight: InFlight, registry: ModelRegistry, timeout: float) -> None:
@@ -59,7 +67,7 @@ def drain_before_exit(draining: asyncio.Event, in_flight: InFlight, registry: Mo
                     stop_server(signum, frame)
                 return
             draining.set()
-            log.warning("%s: draining; %d request(s) in flight", signal.Signals(signum).name, in_flight.count)
+            log_draining(signum, in_flight, timeout)
 
             async def drain_then_stop() -> None:
                 await drain(in_flight, registry, timeout)

@@ -1,10 +1,9 @@
-"""Outermost ASGI layer: body-size limit, request ids, per-route metrics, in-flight count, JSON access logs."""
+"""Outermost ASGI layer: body-size limit, request ids, per-route metrics, in-flight count, access lines."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import re
 import time
@@ -13,10 +12,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rerankd.logs import access_log
 from rerankd.server.errors import error_response
 from rerankd.server.metrics import Metrics
 
-access_log = logging.getLogger("rerankd.access")
+# Orchestrators poll these every few seconds: in text, only a failing /health or /metrics gets a line.
+_QUIET_PROBES = frozenset({"/health", "/ready", "/metrics"})
+_PATH_CHARS = 200
 # A client's X-Request-Id is kept when it is this; otherwise the request gets a generated one.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -48,12 +50,14 @@ class ServingMiddleware:
         json_logs: bool,
         in_flight: InFlight,
         route_paths: frozenset[str],
+        access_lines: bool = True,
     ) -> None:
         self.app = app
         self.route_paths = route_paths
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.json_logs = json_logs
+        self.access_lines = access_lines
         self.in_flight = in_flight
 
     def _route_template(self, scope: Scope) -> str:
@@ -118,14 +122,27 @@ class ServingMiddleware:
             seconds = time.perf_counter() - started
             self.metrics.requests.labels(path, str(status)).inc()
             self.metrics.request_seconds.labels(path).observe(seconds)
-            if self.json_logs:
-                line = {
-                    "request_id": request_id,
-                    "pid": os.getpid(),  # which worker process served it, with --workers
-                    "method": scope["method"],
-                    "route": path,
-                    "status": status,
-                    "total_ms": round(seconds * 1000, 2),
-                    **state.get("log_fields", {}),
-                }
-                access_log.info(json.dumps(line, ensure_ascii=False))
+            if self.access_lines:
+                self._log_access(scope, request_id, path, status, seconds, state.get("log_fields", {}))
+
+    def _log_access(self, scope: Scope, request_id: str, route: str, status: int, seconds: float,
+                    fields: dict[str, Any]) -> None:
+        if self.json_logs:
+            line = {
+                "request_id": request_id,
+                "pid": os.getpid(),  # which worker process served it, with --workers
+                "method": scope["method"],
+                "route": route,
+                "status": status,
+                "total_ms": round(seconds * 1000, 2),
+                **fields,
+            }
+            access_log.info(json.dumps(line, ensure_ascii=False))
+            return
+        if scope["path"] in _QUIET_PROBES and (status < 500 or scope["path"] == "/ready"):
+            return  # a /ready 503 is expected while loading and draining; the status lines say so
+        # The path as sent, escaped, so a crafted one can't forge a line of its own.
+        path = json.dumps(scope["path"][:_PATH_CHARS], ensure_ascii=False)[1:-1]
+        sizes = "".join(f" {name}={fields[key]}" for key, name in
+                        (("documents", "docs"), ("tokens", "tokens"), ("cache_hits", "cache_hits")) if key in fields)
+        access_log.info("%s %s %d%s total_ms=%.1f", scope["method"], path, status, sizes, seconds * 1000)

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from rerankd.cache import CacheKeyer, build_cache
 from rerankd.engine.admission import InFlightLimit
+from rerankd.engine.calibration import Calibration, load_calibrations
 from rerankd.engine.service import ScoringService
 from rerankd.engine.setup import build_engine
 from rerankd.errors import ErrorKind, RerankdError
+from rerankd.logs import status_log
 from rerankd.model import LoadedModel, load_model
+from rerankd.model.threads import model_threads
 from rerankd.server.metrics import Metrics
 from rerankd.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 class State(str, enum.Enum):
@@ -56,6 +56,8 @@ class ModelRegistry:
         self.loaded: dict[str, LoadedModel] = {}  # what each model is, for /info
         self.state = State.LOADING
         self.error: str | None = None
+        # Relevance of each model's logits (--calibration), read now so that a bad file fails the start.
+        self.calibrations: dict[str, Calibration] = load_calibrations(settings.calibration, self.names)
         # Tokenization runs here, beside the model threads, so it overlaps inference. Only admitted requests
         # reach it, so its queue is bounded by --max-concurrent-requests.
         self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rerankd-tokenize")
@@ -75,14 +77,15 @@ class ModelRegistry:
         except Exception as exc:
             self.state = State.FAILED
             self.error = str(exc)
-            log.error("model loading failed: %s", exc)
+            status_log.error("model loading failed: %s", exc)
             raise
         if self.state is State.LOADING:
             self.state = State.READY
-            log.info("ready: serving %s", ", ".join(self.names))
+            status_log.info("ready: serving %s", ", ".join(self.names))
 
     def _load(self, name: str, source: str) -> ScoringService:
         settings = self.settings.with_changes(model=source)
+        status_log.info("loading %s%s", source, f" as {name}" if name != source else "")
         loaded = load_model(settings)
         engine = build_engine(settings, loaded)
         keyer = CacheKeyer(loaded.identity, engine.scorer.backend.name, loaded.dtype, engine.encoder.max_length,
@@ -90,10 +93,19 @@ class ModelRegistry:
         service = ScoringService(name, settings, engine.encoder, engine.scorer, keyer, self.cache,
                                  self._tokenize_pool, self.in_flight, self.metrics)
         self.loaded[name] = loaded
+        scorer = engine.scorer
+        cores = model_threads(settings.threads, settings.workers)
+        threads = f", {cores} CPU thread{'s' if cores > 1 else ''}" if loaded.device.type == "cpu" else ""
+        status_log.info("model %s: %s, %s on %s, %s%s, max length %d, batch budget %d tokens / %d pairs",
+                        name, loaded.model_type, scorer.backend.name, loaded.device, loaded.dtype, threads,
+                        engine.encoder.max_length, scorer.max_batch_tokens, scorer.max_batch_size)
+        if loaded.fixture is not None:
+            status_log.warning("model %s is a random-weight test fixture (rerankd make-test-model): its scores "
+                               "are not relevance", name)
         started = time.perf_counter()
         tokens_per_second = service.warm_up()
-        log.info("warmed up %s in %.2f s (one batch of %d tokens; %.0f tokens/s)", name,
-                 time.perf_counter() - started, engine.scorer.max_batch_tokens, tokens_per_second)
+        status_log.info("model %s: warmed up in %.2f s (one batch of %d tokens, %.0f tokens/s)", name,
+                        time.perf_counter() - started, scorer.max_batch_tokens, tokens_per_second)
         return service
 
     def get(self, name: str | None) -> ScoringService:

@@ -15,10 +15,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from rerankd import __version__
-from rerankd.engine import sigmoid
 from rerankd.engine.service import Scored
 from rerankd.errors import ErrorKind, RerankdError
-from rerankd.reranker import rank_order
+from rerankd.reranker import above_min_score, rank_order
+from rerankd.server.lengths import chunk_info, resolve_lengths
 from rerankd.server.metrics import Metrics
 from rerankd.server.models import ModelRegistry, State
 from rerankd.server.schemas import (
@@ -120,10 +120,6 @@ def _invalid_field(loc: tuple, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", *loc), "msg": message, "type": "value_error"}])
 
 
-def _effective_max_length(truncate_prompt_tokens: int | None) -> int | None:
-    return truncate_prompt_tokens if truncate_prompt_tokens and truncate_prompt_tokens > 0 else None
-
-
 def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, draining: asyncio.Event) -> APIRouter:
     router = APIRouter()
 
@@ -167,17 +163,10 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         served = registry.get(body.model)
         texts = body.texts if tei else _document_texts(body.documents or [], body.rank_fields)
         check_query(body.query, len(texts))
-        truncate = body.truncate if tei and body.truncate is not None else settings.truncation == "truncate"
+        lengths = resolve_lengths(body, settings, tei_truncate=body.truncate if tei else None,
+                                  keep_end=body.truncation_direction.lower() == "left")
         scored = await _until_done(
-            request,
-            served.score(
-                body.query,
-                texts,
-                max_length=_effective_max_length(body.truncate_prompt_tokens),
-                max_document_tokens=body.max_tokens_per_doc,
-                truncate=truncate,
-                instruction=body.instruction,
-            ),
+            request, served.score(body.query, texts, **lengths.as_kwargs(), instruction=body.instruction),
             settings.request_timeout,
         )
         _timing_headers(response, scored, started)
@@ -186,11 +175,18 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             "truncated": sum(scored.truncated), "cache_hits": scored.cache_hits, "tokenize_ms": round(scored.tokenize_seconds * 1000, 2),
             "queue_ms": round(scored.queue_seconds * 1000, 2), "inference_ms": round(scored.inference_seconds * 1000, 2),
         }
-        scores = sigmoid(scored.logits)
-        order = rank_order(scores.tolist(), body.top_n)
+        calibration = registry.calibrations[served.name]
+        scores = calibration.relevance(scored.logits)
+        # Ranked on the logits: a calibration keeps their order, but may squeeze scores into ties.
+        ranked = rank_order(scored.logits.tolist(), body.top_n)
+        min_score = settings.min_score if body.min_score is None else body.min_score
+        order = above_min_score(ranked, scores, min_score)
+        if min_score is not None:
+            response.headers["x-below-min-score"] = str(len(ranked) - len(order))
         if tei:
             values = scored.logits if body.raw_scores else scores
-            return [TEIRank(index=i, score=float(values[i]), text=texts[i] if body.return_text else None) for i in order]
+            return [TEIRank(index=i, score=float(values[i]), text=texts[i] if body.return_text else None,
+                            **chunk_info(scored.chunks, i, body.return_chunk_scores, calibration)) for i in order]
         with_documents = body.return_documents is not False
         results = [
             RerankResult(
@@ -199,12 +195,16 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 raw_score=float(scored.logits[i]) if body.raw_scores else None,
                 truncated=scored.truncated[i],
                 document=_returned_document(body.documents, texts, i) if with_documents else None,
+                **chunk_info(scored.chunks, i, body.return_chunk_scores, calibration),
             )
             for i in order
         ]
         truncated = [i for i, t in enumerate(scored.truncated) if t]
+        cut = (f"had tokens past their {lengths.chunking.max_chunks} windows (or max_tokens_per_doc) left unscored"
+               if lengths.truncation == "chunk" else
+               f"were truncated to fit {lengths.max_length or served.encoder.max_length} tokens with the query")
         warnings = (
-            [f"{len(truncated)} document(s) were truncated to fit {served.encoder.max_length} tokens with the query: "
+            [f"{len(truncated)} document(s) {cut}: "
              f"indices {', '.join(map(str, truncated[:20]))}{' ...' if len(truncated) > 20 else ''}"]
             if truncated else None
         )
@@ -219,12 +219,14 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 billed_units=BilledUnits(search_units=max(1, math.ceil(len(texts) / 100))),
                 tokens=Tokens(input_tokens=tokens),
                 warnings=warnings,
+                below_min_score=len(ranked) - len(order) if min_score is not None else None,
             ),
         )
 
-    @router.post("/score", response_model=ScoreResponse, responses=_ERRORS, dependencies=[Depends(not_draining)],
-                 summary="Score text pairs (vLLM)")
-    @router.post("/v1/score", include_in_schema=False, response_model=ScoreResponse, dependencies=[Depends(not_draining)])
+    @router.post("/score", response_model=ScoreResponse, response_model_exclude_none=True, responses=_ERRORS,
+                 dependencies=[Depends(not_draining)], summary="Score text pairs (vLLM)")
+    @router.post("/v1/score", include_in_schema=False, response_model=ScoreResponse, response_model_exclude_none=True,
+                 dependencies=[Depends(not_draining)])
     async def score(body: ScoreRequest, request: Request, response: Response) -> ScoreResponse:
         """vLLM's score API: `text_1` against each of `text_2` (1:N), or pair by pair (N:N)."""
         started = time.perf_counter()
@@ -242,18 +244,21 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             check_query(query, len(right))
         scored = await _until_done(
             request,
-            served.score(left, right, max_length=_effective_max_length(body.truncate_prompt_tokens),
-                         truncate=settings.truncation == "truncate", instruction=body.instruction),
+            served.score(left, right, **resolve_lengths(body, settings).as_kwargs(), instruction=body.instruction),
             settings.request_timeout,
         )
         _timing_headers(response, scored, started)
-        scores = sigmoid(scored.logits)
+        # Index-aligned, one score per pair: min_score has nothing to drop here.
+        calibration = registry.calibrations[served.name]
+        scores = calibration.relevance(scored.logits)
         tokens = scored.total_tokens
         return ScoreResponse(
             id=f"score-{uuid.uuid4().hex}",
             created=int(time.time()),
             model=served.name,
-            data=[ScoreData(index=i, score=float(s)) for i, s in enumerate(scores)],
+            data=[ScoreData(index=i, score=float(s),
+                            **chunk_info(scored.chunks, i, body.return_chunk_scores, calibration))
+                  for i, s in enumerate(scores)],
             usage=Usage(prompt_tokens=tokens, total_tokens=tokens),
         )
 
@@ -285,7 +290,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 name=name, source=loaded.source, revision=loaded.revision, model_type=loaded.model_type,
                 kind=loaded.kind, backend=service.scorer.backend.name,
                 device=str(loaded.device), dtype=loaded.dtype, max_input_length=service.encoder.max_length,
-                is_fixture=loaded.fixture is not None,
+                is_fixture=loaded.fixture is not None, calibration=registry.calibrations[name].source,
             )
             for name, service in registry.models.items()
             for loaded in [registry.loaded[name]]
@@ -305,6 +310,9 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             max_queue_wait=settings.queue_wait_limit,
             request_timeout=settings.request_timeout,
             truncation=settings.truncation,
+            chunk_overlap=settings.chunk_overlap,
+            chunk_aggregate=settings.chunk_aggregate,
+            max_chunks_per_doc=settings.max_chunks_per_doc,
             cache=registry.cache.description if registry.cache is not None else None,
             models=models,
             state=(State.DRAINING if draining.is_set() else registry.state).value,

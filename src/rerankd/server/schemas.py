@@ -18,7 +18,34 @@ _EXAMPLE_DOCS = [
 ]
 
 
-class RerankRequest(BaseModel):
+class LengthControls(BaseModel):
+    """What to do with a pair over the length limit, per request; docs/api.md has which field wins."""
+
+    truncation: Literal["truncate", "chunk", "error"] | None = Field(
+        None,
+        description="rerankd: a pair over the limit keeps the document's start (truncate), is scored in overlapping "
+        "windows (chunk), or is refused with 413 (error). Missing: the request's other fields, then --truncation.",
+    )
+    chunk_overlap: int | None = Field(None, ge=0, description="chunk: tokens adjacent windows share (--chunk-overlap).")
+    chunk_aggregate: Literal["max", "mean"] | None = Field(
+        None, description="chunk: the document's logit is the max or the mean of its windows' (--chunk-aggregate)."
+    )
+    max_chunks_per_doc: int | None = Field(
+        None, ge=1,
+        description="Cohere v1: most windows per document; given without `truncation`, it asks for chunk. At most "
+        "the server's --max-chunks-per-doc.",
+    )
+    return_chunk_scores: bool = Field(False, description="chunk: add each window's score and offsets.")
+    max_tokens_per_doc: int | None = Field(
+        None, ge=1, description="Cohere v2, vLLM: most tokens of each document that are scored (cut past them)."
+    )
+    truncate_prompt_tokens: int | None = Field(
+        None, ge=-1,
+        description="vLLM: most tokens of each (query, document) pair, or of each window; -1 means the model's limit.",
+    )
+
+
+class RerankRequest(LengthControls):
     model_config = ConfigDict(
         extra="allow",
         json_schema_extra={
@@ -43,16 +70,20 @@ class RerankRequest(BaseModel):
     rank_fields: list[str] | None = Field(
         None, description="Cohere v1: fields of object documents to rank on, joined as 'field: value' lines."
     )
-    max_tokens_per_doc: int | None = Field(None, ge=1, description="Cohere v2: cut each document to this many tokens.")
-    truncate_prompt_tokens: int | None = Field(
-        None, ge=-1, description="vLLM: cut each (query, document) pair to this many tokens; -1 means the model's limit."
-    )
     raw_scores: bool = Field(False, description="TEI: `score` is the logit. Others: add `raw_score` beside the score.")
     return_text: bool = Field(False, description="TEI: include each text.")
     truncate: bool | None = Field(
         None, description="TEI: cut pairs over the limit (true) or answer 413 (false); missing follows the server."
     )
-    truncation_direction: Literal["Right", "right"] = Field("Right", description="TEI: only Right is supported.")
+    truncation_direction: Literal["Right", "right", "Left", "left"] = Field(
+        "Right",
+        description="TEI: the side of a document that is cut; Left keeps its end (cross-encoders; not with chunk).",
+    )
+    min_score: float | None = Field(
+        None, ge=0, le=1,
+        description="rerankd: drop results whose relevance score (0..1, calibrated when the model has a calibration) "
+        "is below this, after top_n; also with raw_scores. Missing: the server's --min-score.",
+    )
     instruction: str | None = Field(
         None, description="LLM rerankers: the task instruction (qwen3-reranker) or prompt (flag-llm-reranker); "
                           "missing means the server's --instruction or the model card's. Refused by cross-encoders."
@@ -71,9 +102,31 @@ class DocumentText(BaseModel):
     text: str
 
 
-class RerankResult(BaseModel):
+class Highlight(BaseModel):
+    start: int = Field(description="First character of the window in the document's text (Python str index).")
+    end: int = Field(description="One past its last character: the window's text is text[start:end].")
+
+
+class ChunkScore(BaseModel):
+    start: int
+    end: int
+    score: float = Field(description="Sigmoid of the window's logit.")
+    raw_score: float
+
+
+class ChunkInfo(BaseModel):
+    """Present for documents scored with truncation=chunk."""
+
+    chunks: int | None = Field(None, description="chunk: how many windows of the document were scored.")
+    highlight: Highlight | None = Field(None, description="chunk: the best window's characters in the document.")
+    chunk_scores: list[ChunkScore] | None = Field(None, description="With return_chunk_scores: every window.")
+
+
+class RerankResult(ChunkInfo):
     index: int = Field(description="Position of the document in the request.")
-    relevance_score: float = Field(description="Sigmoid of the logit, 0..1.")
+    relevance_score: float = Field(
+        description="Sigmoid of the logit, 0..1; the calibrated probability when the model has a --calibration."
+    )
     raw_score: float | None = Field(None, description="The logit, when `raw_scores` is true.")
     truncated: bool = Field(description="Whether the pair was cut to fit the token limit.")
     document: DocumentText | dict[str, Any] | None = Field(
@@ -106,6 +159,9 @@ class Meta(BaseModel):
     billed_units: BilledUnits
     tokens: Tokens
     warnings: list[str] | None = None
+    below_min_score: int | None = Field(
+        None, description="rerankd: how many of the top_n results min_score dropped; present when one applied."
+    )
 
 
 class RerankResponse(BaseModel):
@@ -134,13 +190,14 @@ class RerankResponse(BaseModel):
     meta: Meta
 
 
-class TEIRank(BaseModel):
+class TEIRank(ChunkInfo):
     index: int
-    score: float = Field(description="Sigmoid of the logit, or the logit with `raw_scores`.")
+    score: float = Field(description="Sigmoid of the logit (calibrated with a --calibration), or the logit with "
+                         "`raw_scores`.")
     text: str | None = None
 
 
-class ScoreRequest(BaseModel):
+class ScoreRequest(LengthControls):
     """vLLM's /score: text_1 against text_2, one to one, one to many, or pair by pair."""
 
     model_config = ConfigDict(
@@ -151,11 +208,10 @@ class ScoreRequest(BaseModel):
     model: str | None = None
     text_1: str | list[str]
     text_2: str | list[str]
-    truncate_prompt_tokens: int | None = Field(None, ge=-1)
     instruction: str | None = Field(None, description="LLM rerankers: as in /rerank.")
 
 
-class ScoreData(BaseModel):
+class ScoreData(ChunkInfo):
     index: int
     object: Literal["score"] = "score"
     score: float
@@ -217,6 +273,9 @@ class ServedModelInfo(BaseModel):
     dtype: str
     max_input_length: int
     is_fixture: bool
+    calibration: str | None = Field(
+        None, description="The --calibration file whose probabilities relevance_score is; null: the sigmoid."
+    )
 
 
 class Info(BaseModel):
@@ -234,6 +293,9 @@ class Info(BaseModel):
     max_queue_wait: float = Field(description="Seconds of queued work past which a new request gets 429.")
     request_timeout: float
     truncation: str
+    chunk_overlap: int = Field(description="With truncation chunk: tokens adjacent windows share.")
+    chunk_aggregate: str = Field(description="With truncation chunk: max or mean of the windows' logits.")
+    max_chunks_per_doc: int = Field(description="Most windows per document; a request may ask for fewer.")
     cache: dict[str, Any] | None = Field(
         description="Score cache configuration and state (for Redis: its circuit breaker and the writes not yet "
                     "sent); null when it is off."

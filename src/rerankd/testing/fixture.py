@@ -71,6 +71,8 @@ SHAPES: dict[str, Shape] = {
 }
 
 ARCHS = ("xlm-roberta", "bert")
+# bge-reranker-v2-m3's position table: the longest a fixture's may be.
+MAX_POSITIONS = 8194
 
 # sentencepiece unigram size; the corpus supports about 3350 pieces.
 SPM_VOCAB_SIZE = 3000
@@ -489,13 +491,16 @@ def make_test_model(
     arch: str = "xlm-roberta",
     seed: int = 0,
     int8_outliers: bool = False,
+    max_positions: int | None = None,
 ) -> Path:
     """Write a random-weight cross-encoder (config, safetensors, tokenizer) to ``out_dir``.
 
     ``shape`` is one of :data:`SHAPES`, ``arch`` one of ``"xlm-roberta"`` or
     ``"bert"``.  The files are a deterministic function of ``(shape, arch, seed,
     int8_outliers)``. ``int8_outliers`` builds a model that INT8 quantisation ruins
-    (for tests of the quality gate).
+    (for tests of the quality gate). ``max_positions`` replaces the shape's position table size
+    (``max_position_embeddings``, 16 to 8194, bge-reranker-v2-m3's), so long-input paths can be tested on
+    small shapes; the longest pair is two less for XLM-R.
     Returns ``out_dir`` as a :class:`~pathlib.Path`.
     """
     if shape not in SHAPES:
@@ -507,6 +512,10 @@ def make_test_model(
     if arch == "xlm-roberta":
         _require_sentencepiece()  # fail before touching out_dir
     spec = SHAPES[shape]
+    if max_positions is not None:
+        if not isinstance(max_positions, int) or not 16 <= max_positions <= MAX_POSITIONS:
+            raise ValueError(f"max_positions must be an int from 16 to {MAX_POSITIONS}, got {max_positions!r}")
+        spec = dataclasses.replace(spec, max_position_embeddings=max_positions)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
