@@ -228,6 +228,7 @@ class Reranker:
             inference_seconds=report.inference_seconds,
             batches=report.batches,
             padded_tokens=report.padded_tokens,
+            calibration=self.calibration,
             chunks=scores,
         )
 
