@@ -277,7 +277,7 @@ def model_costs(model_dir: Path, requests: list[tuple[str, list[str]]]) -> dict:
 
     settings = Settings(model=str(model_dir), device="cpu")
     loaded = load_model(settings)
-    encoder = PairEncoder(loaded.tokenizer, settings.max_length, settings.effective_query_max_length)
+    encoder = PairEncoder(loaded.tokenizer, *settings.lengths())
     per_request = [[p.num_tokens for p in encoder.encode(q, docs)] for q, docs in requests]
     layer_params = head_params = 0
     for name, param in loaded.model.named_parameters():

@@ -46,6 +46,9 @@ def test_a_calibration_file_makes_scores_its_probabilities(xlmr_dir: Path, reran
     assert calibrated.compute_score([(QUERY, d) for d in DOCS]) == pytest.approx(expected.tolist(), abs=1e-6)
     assert calibrated.compute_score([(QUERY, DOCS[0])], normalize=False)[0] == pytest.approx(logits[0], abs=1e-6)
     assert [r.index for r in calibrated.rerank(QUERY, DOCS)] == [r.index for r in reranker.rerank(QUERY, DOCS)]
+    # Chunk mode too: a document that fits is one window, scored on the calibrated scale.
+    chunked = calibrated.compute_score([(QUERY, d) for d in DOCS], truncation="chunk")
+    assert chunked == pytest.approx(expected.tolist(), abs=1e-6)
 
 
 def test_calibration_entries_map_to_served_models(tmp_path: Path) -> None:

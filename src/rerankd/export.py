@@ -32,6 +32,7 @@ from rerankd.engine.batching import collate
 from rerankd.engine.setup import Engine, build_engine
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model import load_model, openvino_ir
+from rerankd.model.kinds import CROSS_ENCODER
 from rerankd.model.loading import EXPORT_INFO_FILE, ONNX_DATA_FILE, ONNX_FILE, OPENVINO_INFO_FILE, LoadedModel
 from rerankd.model.quality import MIN_SPEARMAN, compare, enforce, reference_pairs
 from rerankd.settings import Settings
@@ -139,6 +140,12 @@ def export_openvino(settings: Settings, out_dir: Path, *, quantize: str | None =
 def _export(torch_settings: Settings, loaded: LoadedModel, out_dir: Path, write: Callable[[Path], None],
             planned: ExportInfo, force: bool, stale: tuple[str, ...] = ()) -> ExportReport:
     """Write the graph (`write`) and the tokenizer files to a staging directory, check them, then move them in."""
+    if loaded.kind != CROSS_ENCODER:
+        raise RerankdError(
+            ErrorKind.UNSUPPORTED,
+            f"{torch_settings.model} is a {loaded.kind} (an LLM reranker); {FORMATS[planned.format][0]} export "
+            "covers cross-encoders only. Serve it with the torch backend (docs/models.md)",
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:

@@ -74,7 +74,8 @@ class ScoreReport:
 
 
 class Reranker:
-    """A cross-encoder reranker that scores exactly like BAAI FlagEmbedding's `FlagReranker`.
+    """A reranker that scores exactly like its reference: BAAI FlagEmbedding's `FlagReranker` for cross-encoders,
+    `FlagLLMReranker` for bge-reranker-v2-gemma, the model card's code for Qwen3-Reranker.
 
     Args:
         model: Hugging Face hub id or local directory of a one-label `*ForSequenceClassification` model.
@@ -84,12 +85,17 @@ class Reranker:
             on CPU, bitsandbytes on CUDA; refused if it ranks a reference set unlike fp32).
         backend: `torch`, `onnx` (a directory made by `rerankd export`), `openvino` (CPU), or `auto` (on the CPU
             the fastest that can run the directory, by a timed warm-up; see docs/backends.md).
-        max_length: Most tokens per pair; only the document is truncated to fit.
+        max_length: Most tokens per pair; only the document is truncated to fit (default: the model kind's, 512 for
+            cross-encoders, 8192 for Qwen3-Reranker; see docs/models.md).
         query_max_length: Most tokens of the query (default: 3/4 of `max_length`).
         max_batch_tokens: Token budget of one model batch (rows x longest row); default 2048 on CPU, 32768 on GPU.
         max_batch_size: Most pairs in one model batch.
         threads: Intra-op threads for the model on CPU (process-wide for torch; default: the cores this process
             may use).
+        model_kind: `auto`, `cross-encoder`, `qwen3-reranker` or `flag-llm-reranker` (docs/models.md).
+        instruction: LLM rerankers: the default instruction (Qwen3) or prompt (FlagLLMReranker); calls may pass
+            their own.
+        prefix_reuse: LLM rerankers: compute the prefix the pairs of a batch share once (same scores).
         calibration: A `calibration.json` from `rerankd calibrate --fit-platt`: normalized scores become its
             calibrated probabilities.
         truncation: A pair over `max_length`: `truncate` keeps the document's first tokens, `chunk` scores it in
@@ -107,11 +113,14 @@ class Reranker:
         device: str = "auto",
         dtype: str = "auto",
         backend: str = "auto",
-        max_length: int = 512,
+        max_length: int | None = None,
         query_max_length: int | None = None,
         max_batch_tokens: int | None = None,
         max_batch_size: int = Settings.max_batch_size,
         threads: int | None = None,
+        model_kind: str = "auto",
+        instruction: str | None = None,
+        prefix_reuse: bool = True,
         calibration: str | None = None,
         truncation: str = "truncate",
         chunk_overlap: int = Settings.chunk_overlap,
@@ -129,6 +138,9 @@ class Reranker:
             max_batch_tokens=max_batch_tokens,
             max_batch_size=max_batch_size,
             threads=threads,
+            model_kind=model_kind,
+            instruction=instruction,
+            no_prefix_reuse=not prefix_reuse,
             calibration=(calibration,) if calibration else (),
             truncation=truncation,
             chunk_overlap=chunk_overlap,
@@ -163,9 +175,10 @@ class Reranker:
         on_batch: Callable[[int], None] | None = None,
         *,
         truncation: str | None = None,
+        instruction: str | None = None,
     ) -> ScoreReport:
         """Logits and measurements for `pairs`, in input order; `truncation` overrides the reranker's."""
-        return self._score(_check_pairs(pairs), on_batch, truncation)
+        return self._score(_check_pairs(pairs), on_batch, truncation, instruction)
 
     def score_query(
         self,
@@ -174,15 +187,17 @@ class Reranker:
         on_batch: Callable[[int], None] | None = None,
         *,
         truncation: str | None = None,
+        instruction: str | None = None,
     ) -> ScoreReport:
         """Like `score` for one query against many documents; the query is tokenized once."""
         _check_text(query, "query")
         for i, doc in enumerate(documents):
             _check_text(doc, f"documents[{i}]")
-        return self._score([(query, d) for d in documents], on_batch, truncation)
+        return self._score([(query, d) for d in documents], on_batch, truncation, instruction)
 
     def _score(
-        self, pairs: list[tuple[str, str]], on_batch: Callable[[int], None] | None, truncation: str | None
+        self, pairs: list[tuple[str, str]], on_batch: Callable[[int], None] | None, truncation: str | None,
+        instruction: str | None,
     ) -> ScoreReport:
         mode = truncation or self.settings.truncation
         if mode not in TRUNCATION_MODES:
@@ -190,7 +205,7 @@ class Reranker:
                                f"truncation must be one of {', '.join(TRUNCATION_MODES)}, got {mode!r}")
         started = time.perf_counter()
         if mode != "chunk":
-            encoded = self.encoder.encode_pairs(pairs)
+            encoded = self.encoder.encode_pairs(pairs, **self._instruction(instruction))
             if mode == "error":
                 for i, pair in enumerate(encoded):
                     if pair.truncated:
@@ -201,7 +216,7 @@ class Reranker:
                         )
             return self._run(encoded, time.perf_counter() - started, on_batch)
         policy = ChunkPolicy.from_settings(self.settings)
-        documents = chunk_pairs(self.encoder, pairs, policy)
+        documents = chunk_pairs(self.encoder, pairs, policy, **self._instruction(instruction))
         windows = [w.pair for d in documents for w in d.windows]
         report = self._run(windows, time.perf_counter() - started, on_batch)
         scores = aggregate(documents, report.logits, policy.aggregate)
@@ -213,8 +228,18 @@ class Reranker:
             inference_seconds=report.inference_seconds,
             batches=report.batches,
             padded_tokens=report.padded_tokens,
+            calibration=self.calibration,
             chunks=scores,
         )
+
+    def _instruction(self, instruction: str | None) -> dict[str, str]:
+        if instruction is None:
+            return {}
+        _check_text(instruction, "instruction")
+        if not getattr(self.encoder, "accepts_instruction", False):
+            raise RerankdError(ErrorKind.INVALID_INPUT, f"{self.loaded.source} is a {self.loaded.kind}, which takes "
+                                                        "no instruction; only LLM rerankers do")
+        return {"instruction": instruction}
 
     def _run(
         self, encoded: list[EncodedPair], tokenize_seconds: float, on_batch: Callable[[int], None] | None
@@ -233,10 +258,11 @@ class Reranker:
         )
 
     def compute_score(
-        self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True, truncation: str | None = None
+        self, pairs: Sequence[tuple[str, str]], *, normalize: bool = True, truncation: str | None = None,
+        instruction: str | None = None,
     ) -> list[float]:
         """Score of each (query, document) pair in input order: sigmoid relevance, or raw logits."""
-        return self.score(pairs, truncation=truncation).scores(normalize)
+        return self.score(pairs, truncation=truncation, instruction=instruction).scores(normalize)
 
     def rerank(
         self,
@@ -247,6 +273,7 @@ class Reranker:
         normalize: bool = True,
         min_score: float | None = None,
         truncation: str | None = None,
+        instruction: str | None = None,
     ) -> list[RerankResult]:
         """Documents sorted by score, best first; equal scores keep input order.
 
@@ -257,7 +284,7 @@ class Reranker:
         """
         if top_n is not None and top_n < 0:
             raise RerankdError(ErrorKind.INVALID_INPUT, f"top_n must be 0 or more, got {top_n}")
-        report = self.score_query(query, documents, truncation=truncation)
+        report = self.score_query(query, documents, truncation=truncation, instruction=instruction)
         scores = report.scores(normalize)
         chunks = report.chunks
         # Ranked on the logits: a calibration keeps their order, but may squeeze scores into ties.

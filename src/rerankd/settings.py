@@ -25,10 +25,13 @@ DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")
 TRUNCATION_MODES = ("truncate", "chunk", "error")
 CHUNK_AGGREGATES = ("max", "mean")
 BACKENDS = ("auto", "torch", "onnx", "openvino")
+# How a model turns a pair into a score (docs/models.md): a one-label cross-encoder, or an LLM reranker.
+MODEL_KINDS = ("auto", "cross-encoder", "qwen3-reranker", "flag-llm-reranker")
 # Measured in benchmarks/RESULTS.md (issue 2): on CPU, budgets of 1-4k tokens beat 8-16k by 20-30%, and
 # 2048 is as fast as 4096 (21.4 against 20.9 pairs/s). The smaller one halves the time of one batch, which
 # is how long a request that arrives while the model runs waits for its turn (issue 10).
 CPU_BATCH_TOKENS = 2048
+CROSS_ENCODER_MAX_LENGTH = 512  # FlagReranker's default
 GPU_BATCH_TOKENS = 32768
 
 
@@ -60,8 +63,10 @@ class Settings:
                        "the fastest of those the directory can run in the precision asked for, by a timed warm-up "
                        "(docs/backends.md).", choices=BACKENDS),
     )
-    max_length: int = field(
-        default=512, metadata=_flag("Most tokens per (query, document) pair; only the document is cut to fit.")
+    max_length: int | None = field(
+        default=None,
+        metadata=_flag("Most tokens per (query, document) pair; only the document is cut to fit. Default: the model "
+                       "kind's, 512 for cross-encoders and flag-llm-reranker, 8192 for qwen3-reranker."),
     )
     query_max_length: int | None = field(
         default=None, metadata=_flag("Most tokens kept of the query (default: 3/4 of --max-length).")
@@ -78,6 +83,21 @@ class Settings:
         default=None,
         metadata=_flag("Intra-op threads for the model on CPU (default: the cores this process may use, divided "
                        "by --workers)."),
+    )
+    model_kind: str = field(
+        default="auto",
+        metadata=_flag("How the model scores a pair; auto tells it from the config and the name (docs/models.md).",
+                       choices=MODEL_KINDS),
+    )
+    instruction: str | None = field(
+        default=None,
+        metadata=_flag("LLM rerankers: the default instruction (qwen3-reranker) or prompt (flag-llm-reranker); a "
+                       "request's own `instruction` wins. Default: the model card's.", metavar="TEXT"),
+    )
+    no_prefix_reuse: bool = field(
+        default=False,
+        metadata=_flag("LLM rerankers: run every pair whole instead of computing the batch's shared prefix (system "
+                       "prompt, instruction, query) once; the scores are the same."),
     )
     calibration: tuple[str, ...] = field(
         default=(),
@@ -232,13 +252,17 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        if self.max_length < 8:
+        if self.max_length is not None and self.max_length < 8:
             raise _invalid(f"max_length must be at least 8, got {self.max_length}")
-        if self.query_max_length is not None and not 1 <= self.query_max_length < self.max_length:
+        if self.query_max_length is not None and self.query_max_length < 1:
+            raise _invalid(f"query_max_length must be at least 1, got {self.query_max_length}")
+        if self.query_max_length is not None and self.max_length is not None and self.query_max_length >= self.max_length:
             raise _invalid(
                 f"query_max_length must be between 1 and max_length - 1 ({self.max_length - 1}), "
                 f"got {self.query_max_length}"
             )
+        if self.model_kind not in MODEL_KINDS:
+            raise _invalid(f"model_kind must be one of {', '.join(MODEL_KINDS)}, got {self.model_kind!r}")
         for name in ("max_batch_tokens", "max_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise _invalid(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -289,10 +313,13 @@ class Settings:
         wait for would time out after using the model."""
         return min(self.max_queue_wait, self.request_timeout)
 
-    @property
-    def effective_query_max_length(self) -> int:
-        """FlagEmbedding's rule: the query alone may use 3/4 of the pair's budget."""
-        return self.query_max_length if self.query_max_length is not None else self.max_length * 3 // 4
+    def lengths(self, default_max_length: int = CROSS_ENCODER_MAX_LENGTH) -> tuple[int, int]:
+        """(max_length, query_max_length): --max-length or the model kind's default, and FlagEmbedding's rule
+        that the query alone may use 3/4 of the pair's budget."""
+        max_length = self.max_length if self.max_length is not None else default_max_length
+        if self.query_max_length is not None and self.query_max_length >= max_length:
+            raise _invalid(f"query_max_length must be below max_length ({max_length}), got {self.query_max_length}")
+        return max_length, self.query_max_length if self.query_max_length is not None else max_length * 3 // 4
 
     def with_changes(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -31,6 +31,8 @@ def test_every_field_is_part_of_the_key():
         keyer().key("q", "d", None, None, "error"),
         keyer().key("Q", "d", None, None, "truncate"),
         keyer().key("q", "D", None, None, "truncate"),
+        keyer(kind="qwen3-reranker").key("q", "d", None, None, "truncate"),
+        keyer().key("q", "d", None, None, "truncate", "an instruction"),
     ]
     assert len({base, *variants}) == len(variants) + 1
 

@@ -77,7 +77,7 @@ def test_unavailable_device_is_a_clear_error(xlmr_dir):
     ("changes", "message"),
     [
         ({"max_length": 4}, "max_length must be at least 8"),
-        ({"query_max_length": 600}, "query_max_length must be between"),
+        ({"max_length": 512, "query_max_length": 600}, "query_max_length must be between"),
         ({"max_batch_tokens": 0}, "max_batch_tokens must be at least 1"),
         ({"dtype": "int4"}, "dtype must be one of"),
         ({"device": "tpu"}, "device must be one of"),

@@ -21,9 +21,12 @@ def _field(value: str | int | None) -> bytes:
 class CacheKeyer:
     """Keys for one served model; the per-request truncation options go into every key."""
 
-    def __init__(self, identity: str, backend: str, dtype: str, max_length: int, query_max_length: int) -> None:
+    def __init__(
+        self, identity: str, backend: str, dtype: str, max_length: int, query_max_length: int,
+        kind: str = "cross-encoder",
+    ) -> None:
         self._prefix = b"".join(
-            _field(v) for v in (KEY_VERSION.decode(), identity, backend, dtype, max_length, query_max_length)
+            _field(v) for v in (KEY_VERSION.decode(), identity, backend, dtype, max_length, query_max_length, kind)
         )
 
     def key(
@@ -33,9 +36,11 @@ class CacheKeyer:
         max_length: int | None,
         max_document_tokens: int | None,
         truncation: str,
+        instruction: str | None = None,
     ) -> bytes:
+        """`instruction`: an LLM reranker's instruction or prompt as applied (its default included)."""
         encoded = b"".join(
             (self._prefix, _field(max_length), _field(max_document_tokens), _field(truncation),
-             _field(query), _field(document))
+             _field(query), _field(document), _field(instruction))
         )
         return hashlib.blake2b(encoded, digest_size=20).digest()

@@ -63,7 +63,7 @@ def demo(settings: Settings) -> None:
     started = time.perf_counter()
     reranker = Reranker.from_settings(settings)
     loaded = reranker.loaded
-    click.echo(f"model   {loaded.source}  ({loaded.model_type}, {loaded.device}, {loaded.dtype})")
+    click.echo(f"model   {loaded.source}  ({loaded.kind}: {loaded.model_type}, {loaded.device}, {loaded.dtype})")
     if reranker.is_fixture:
         click.secho(
             "NOTE    this is a random-weight test fixture made by `rerankd make-test-model`: "

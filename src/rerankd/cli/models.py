@@ -35,29 +35,41 @@ def download(model: str, revision: str | None) -> None:
 
 @click.command("make-test-model")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@option("--shape", type=click.Choice(["tiny", "mini", "base", "m3"]), default="tiny", show_default=True,
-        help="tiny (2x32) for tests; mini (6x384), base (12x768), m3 (24x1024) match real rerankers for benchmarks.")
-@option("--arch", type=click.Choice(["xlm-roberta", "bert"]), default="xlm-roberta", show_default=True,
-        help="xlm-roberta: <s> q </s></s> d </s> like bge-reranker; bert: [CLS] q [SEP] d [SEP] like ms-marco MiniLM.")
+@option("--shape", type=click.Choice(["tiny", "mini", "base", "m3", "qwen3-0.6b"]), default="tiny", show_default=True,
+        help="tiny (2x32) for tests; mini (6x384), base (12x768), m3 (24x1024) match real rerankers for benchmarks. "
+             "qwen3/gemma: tiny (2x64), mini (4x256), and qwen3-0.6b (28x1024) for qwen3.")
+@option("--arch", type=click.Choice(["xlm-roberta", "bert", "qwen3", "gemma"]), default="xlm-roberta",
+        show_default=True,
+        help="xlm-roberta: <s> q </s></s> d </s> like bge-reranker; bert: [CLS] q [SEP] d [SEP] like ms-marco MiniLM; "
+             "qwen3: a causal LM scored like Qwen3-Reranker; gemma: one scored like bge-reranker-v2-gemma.")
 @option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights; same seed, same files.")
 @option("--int8-outliers", is_flag=True,
         help="Build a model that INT8 quantisation ruins (to see the INT8 quality gate refuse it).")
 @option("--max-positions", type=click.IntRange(16, 8194), default=None,
         help="Position table size (max_position_embeddings), up to bge-reranker-v2-m3's 8194; default: the shape's "
-             "(514, m3 8194).")
+             "(514, m3 8194). Cross-encoder archs only: the qwen3/gemma fixtures have 8192 positions.")
 def make_test_model(
     directory: Path, shape: str, arch: str, seed: int, int8_outliers: bool, max_positions: int | None
 ) -> None:
-    """Write a random-weight cross-encoder FIXTURE to DIRECTORY (Hugging Face format).
+    """Write a random-weight reranker FIXTURE to DIRECTORY (Hugging Face format).
 
     It loads exactly like a real model (config, safetensors, a tokenizer trained on
     bundled text) but its scores mean nothing: use it for tests, parity checks and
     speed measurements, never as a reranker.
     """
-    from rerankd.testing import make_test_model as build
+    from rerankd.testing import make_causal_test_model, make_test_model
 
-    path = build(directory, shape=shape, arch=arch, seed=seed, int8_outliers=int8_outliers,
-                 max_positions=max_positions)
+    if arch in ("qwen3", "gemma"):
+        if int8_outliers or max_positions is not None:
+            raise click.UsageError("--int8-outliers and --max-positions apply to the cross-encoder archs only "
+                                   "(the qwen3/gemma fixtures have 8192 positions)")
+        try:
+            path = make_causal_test_model(directory, shape=shape, arch=arch, seed=seed)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+    else:
+        path = make_test_model(directory, shape=shape, arch=arch, seed=seed, int8_outliers=int8_outliers,
+                               max_positions=max_positions)
     click.echo(f"wrote a random-weight {arch} test model ({shape} shape, seed {seed}) to {path}")
 
 

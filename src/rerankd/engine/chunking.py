@@ -94,8 +94,12 @@ def chunk_pairs(
     policy: ChunkPolicy,
     max_length: int | None = None,
     max_document_tokens: int | None = None,
+    instruction: str | None = None,
 ) -> list[ChunkedDocument]:
-    """Each pair's document cut into windows that fit beside its query; each distinct query is tokenized once."""
+    """Each pair's document cut into windows that fit beside its query; each distinct query is tokenized once.
+    An LLM encoder windows its own inputs (`chunk_pairs` of engine/llm_encoding.py), with `instruction`."""
+    if hasattr(encoder, "chunk_pairs"):
+        return encoder.chunk_pairs(pairs, policy, max_length, max_document_tokens, instruction)
     query_room, query_heads = encoder.query_heads([q for q, _ in pairs], max_length)
     rooms = [encoder.document_room(query_heads[q], query_room, max_length) for q, _ in pairs]
     caps = [room * policy.max_chunks if max_document_tokens is None else min(room * policy.max_chunks,
@@ -107,7 +111,7 @@ def chunk_pairs(
     for (query, _), tokens, room, cap in zip(pairs, documents, rooms, caps, strict=True):
         head = query_heads[query]
         query_ids = head[:query_room]
-        spans, cut = _spans(tokens, room, cap, min(policy.overlap, room // 2), policy.max_chunks)
+        spans, cut = spans_of(tokens, room, cap, min(policy.overlap, room // 2), policy.max_chunks)
         query_cut = len(head) > query_room
         windows = [
             Window(encoder.pair(query_ids, tokens.ids[a:b], len(head) + b - a),
@@ -118,7 +122,7 @@ def chunk_pairs(
     return chunked
 
 
-def _spans(tokens: TextTokens, room: int, cap: int, overlap: int, max_chunks: int) -> tuple[list[tuple[int, int]], bool]:
+def spans_of(tokens: TextTokens, room: int, cap: int, overlap: int, max_chunks: int) -> tuple[list[tuple[int, int]], bool]:
     """The windows' token ranges [a, b), and whether tokens were left over."""
     known = len(tokens.ids)
     if known == 0:  # an empty document: one empty window, scored like the pair (query, "")

@@ -25,6 +25,7 @@ from rerankd.engine.admission import Admission, InFlightLimit, Permit, TokenEsti
 from rerankd.engine.batching import collate
 from rerankd.engine.chunking import ChunkPolicy, DocumentScore, aggregate, chunk_pairs
 from rerankd.engine.encoding import EncodedPair, PairEncoder
+from rerankd.engine.llm_encoding import check_lengths
 from rerankd.engine.scheduler import Scheduler
 from rerankd.engine.scoring import BatchScorer
 from rerankd.errors import ErrorKind, RerankdError
@@ -153,28 +154,35 @@ class ScoringService:
         truncation: str = "truncate",
         keep: str = "start",
         chunking: ChunkPolicy | None = None,
+        instruction: str | None = None,
     ) -> Scored:
         """Score one query against `documents`, or, given a list of queries, each query with its document.
 
         `truncation` is `truncate` (a document that does not fit keeps its start, or with keep="end" its
         end), `chunk` (windows under `chunking`, default the settings'), or `error`. Cached pairs and windows
-        skip the model; identical ones in one request are scored once.
+        skip the model; identical ones in one request are scored once. `instruction` is an LLM reranker's
+        instruction or prompt (None: the server's default).
         """
         deadline = self.scheduler.clock() + self.settings.request_timeout
         queries = [query] * len(documents) if isinstance(query, str) else query
         self._check_input(queries, documents, max_length)
+        instruction = self._instruction(instruction)
+        check_lengths(self.encoder, keep)
         limit = min(max_length, self.encoder.max_length) if max_length else self.encoder.max_length
         if truncation == "chunk":
             return await self._score_chunked(queries, documents, max_length, max_document_tokens,
-                                             chunking or self.chunking, deadline, limit)
+                                             chunking or self.chunking, deadline, limit, instruction)
         mode = truncation if keep == "start" else f"{truncation}-keep-end"
-        keys = [self.keyer.key(q, d, max_length, max_document_tokens, mode) for q, d in zip(queries, documents)]
+        keys = [self.keyer.key(q, d, max_length, max_document_tokens, mode, instruction)
+                for q, d in zip(queries, documents)]
         estimate = sum(self._estimate(q, d, limit) for q, d in zip(queries, documents))
         permit = self.admission.admit(len(documents), estimate)
 
         def encode(todo: list[int]) -> list[EncodedPair]:
+            # An LLM encoder takes the instruction; it keeps a document's start only (check_lengths).
+            options = {"instruction": instruction} if instruction is not None else {"keep": keep}
             pairs = self.encoder.encode_pairs([(queries[i], documents[i]) for i in todo], max_length,
-                                              max_document_tokens, keep)
+                                              max_document_tokens, **options)
             # Only uncut pairs were tokenized whole; a cut one prices at the limit whatever its length.
             special = self.encoder.template.num_special_tokens
             whole = [(i, p) for i, p in zip(todo, pairs, strict=True) if not p.truncated]
@@ -203,7 +211,7 @@ class ScoringService:
 
     async def _score_chunked(
         self, queries: list[str], documents: list[str], max_length: int | None, max_document_tokens: int | None,
-        policy: ChunkPolicy, deadline: float, limit: int,
+        policy: ChunkPolicy, deadline: float, limit: int, instruction: str | None,
     ) -> Scored:
         """Documents in windows: each window is an ordinary pair for the cache and the scheduler."""
         estimates = [self._estimate_windows(q, d, limit, policy) for q, d in zip(queries, documents)]
@@ -211,7 +219,7 @@ class ScoringService:
         try:
             started = time.perf_counter()
             chunk = functools.partial(chunk_pairs, self.encoder, list(zip(queries, documents)), policy, max_length,
-                                      max_document_tokens)
+                                      max_document_tokens, instruction)
             chunked = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, chunk)
             chunk_seconds = time.perf_counter() - started
         except BaseException:
@@ -219,7 +227,7 @@ class ScoringService:
             raise
         windows = [(q, w.pair) for q, d in zip(queries, chunked) for w in d.windows]
         # One entry per window, keyed by its ids: a repeated document, or a window two documents share, is free.
-        keys = [self.keyer.key(q, " ".join(map(str, pair.input_ids)), max_length, None, "chunk")
+        keys = [self.keyer.key(q, " ".join(map(str, pair.input_ids)), max_length, None, "chunk", instruction)
                 for q, pair in windows]
         values, run = await self._run(keys, lambda todo: [windows[i][1] for i in todo], permit, deadline)
         scores = aggregate(chunked, np.array([v.logit for v in values], dtype=np.float32), policy.aggregate)
@@ -277,6 +285,19 @@ class ScoringService:
             await self.cache.set_many(scored)
         run = _Run(tokenize_seconds, batched.queue_seconds, batched.inference_seconds, len(unique) - len(todo))
         return [by_key[k] for k in keys], run
+
+    def _instruction(self, instruction: str | None) -> str | None:
+        """The instruction a request's pairs are scored with: its own, else the model's default; None for a
+        cross-encoder, which takes none."""
+        if not getattr(self.encoder, "accepts_instruction", False):
+            if instruction is not None:
+                raise RerankdError(ErrorKind.INVALID_INPUT, f"model {self.name!r} is a cross-encoder and takes no "
+                                                            "instruction; only LLM rerankers do (docs/models.md)")
+            return None
+        if instruction is not None and len(instruction) > self.settings.max_document_chars:
+            raise RerankdError(ErrorKind.INPUT_TOO_LARGE, f"the instruction has {len(instruction)} characters, over "
+                                                          f"the limit of {self.settings.max_document_chars}")
+        return instruction if instruction is not None else self.encoder.default_instruction
 
     def _check_input(self, queries: list[str], documents: list[str], max_length: int | None) -> None:
         smallest = self.encoder.template.num_special_tokens + 1

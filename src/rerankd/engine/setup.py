@@ -2,32 +2,53 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from rerankd.engine.encoding import PairEncoder
+from rerankd.engine.llm_encoding import FlagLLMPairEncoder, Qwen3PairEncoder
 from rerankd.engine.scoring import BatchScorer
 from rerankd.errors import ErrorKind, RerankdError
-from rerankd.model import LoadedModel
-from rerankd.model.runtime import create_backend
+from rerankd.model import Backend, LoadedModel
+from rerankd.model.causal_backend import CausalLMBackend
+from rerankd.model.kinds import CROSS_ENCODER, KINDS, QWEN3_RERANKER
+from rerankd.model.runtime import create_backend, use_threads
 from rerankd.model.threads import model_threads
 from rerankd.settings import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Engine:
-    encoder: PairEncoder
+    encoder: PairEncoder | Qwen3PairEncoder | FlagLLMPairEncoder
     scorer: BatchScorer
 
 
 def build_engine(settings: Settings, loaded: LoadedModel) -> Engine:
+    threads = model_threads(settings.threads, settings.workers)
+    kind = KINDS[loaded.kind]
+    max_length, query_max_length = settings.lengths(kind.default_max_length)
     limit = loaded.max_supported_length
-    if settings.max_length > limit:
+    if max_length > limit:
         raise RerankdError(
             ErrorKind.INVALID_INPUT,
-            f"max_length {settings.max_length} is more than {loaded.path} supports ({limit} tokens)",
+            f"max_length {max_length} is more than {loaded.path} supports ({limit} tokens)",
         )
-    encoder = PairEncoder(loaded.tokenizer, settings.max_length, settings.effective_query_max_length)
-    backend = create_backend(loaded, model_threads(settings.threads, settings.workers))
+    encoder: PairEncoder | Qwen3PairEncoder | FlagLLMPairEncoder
+    backend: Backend
+    if loaded.kind == CROSS_ENCODER:
+        if settings.instruction is not None:
+            log.warning("--instruction is for LLM rerankers; %s is a cross-encoder and ignores it", loaded.source)
+        encoder = PairEncoder(loaded.tokenizer, max_length, query_max_length)
+        backend = create_backend(loaded, threads)
+    else:
+        use_threads(loaded, threads)
+        encoder_class = Qwen3PairEncoder if loaded.kind == QWEN3_RERANKER else FlagLLMPairEncoder
+        encoder = encoder_class(loaded.tokenizer, max_length, query_max_length,
+                                settings.instruction or kind.default_instruction or "")
+        backend = CausalLMBackend(loaded, encoder.score_tokens, padding_side=encoder.padding_side,
+                                  pad_id=encoder.pad_id, prefix_reuse=not settings.no_prefix_reuse)
     scorer = BatchScorer(
         backend,
         pad_id=encoder.pad_id,

@@ -54,7 +54,7 @@ def load_model(settings: Settings) -> LoadedModel:
 
 def warmup_batch(loaded: LoadedModel, settings: Settings) -> dict[str, np.ndarray]:
     """A full batch of the engine's token budget at a passage's width; the token ids don't matter to speed."""
-    width = min(settings.max_length, loaded.max_supported_length, _WARMUP_WIDTH)
+    width = min(settings.max_length or _WARMUP_WIDTH, loaded.max_supported_length, _WARMUP_WIDTH)
     rows = max(1, min(settings.max_batch_size, (settings.max_batch_tokens or CPU_BATCH_TOKENS) // width))
     ids = np.random.default_rng(0).integers(0, int(loaded.config.vocab_size), size=(rows, width), dtype=np.int64)
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}

@@ -1,4 +1,4 @@
-"""Load a one-label cross-encoder from a local directory or the Hugging Face hub.
+"""Load a reranker from a local directory or the Hugging Face hub (LLM rerankers: model/causal_loading.py).
 
 Hub downloads go through huggingface_hub, so `HF_HOME`, `HF_HUB_OFFLINE=1` and
 the shared cache behave as users know them from transformers.
@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model.device import TORCH_DTYPES, resolve_device, resolve_dtype
 from rerankd.model.identity import model_identity
+from rerankd.model.kinds import CROSS_ENCODER, detect_kind
 from rerankd.model.openvino_ir import IR_FILE, check_int8_cpu, convert, import_openvino
 from rerankd.model.quantize import bitsandbytes_8bit, quantize_dynamic_int8
 from rerankd.settings import Settings
@@ -52,6 +53,7 @@ class LoadedModel:
     backend: str = "torch"
     # `--backend auto` on CPU: seconds per warm-up batch of each backend it measured (rerankd.model.autoselect).
     backend_timings: dict[str, float] | None = None
+    kind: str = "cross-encoder"  # see rerankd.model.kinds
 
     @property
     def fixture(self) -> dict[str, Any] | None:
@@ -185,6 +187,11 @@ def load_backend(settings: Settings, backend: str) -> LoadedModel:
     local_dir = resolve_local_dir(source)
     where = str(local_dir) if local_dir is not None else f"hub model {source!r}"
     config = _load_config(source, local_dir, settings.revision)
+    kind = detect_kind(config, f"{source} {local_dir or ''}", settings.model_kind, where)
+    if kind != CROSS_ENCODER:
+        from rerankd.model.causal_loading import load_causal_model
+
+        return load_causal_model(settings, config, kind, local_dir, where, started)
     check_is_reranker(config, where)
     if backend == "onnx":
         return _load_onnx(settings, config, local_dir, where, started)

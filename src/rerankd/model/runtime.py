@@ -10,10 +10,15 @@ from rerankd.model.onnx_backend import OnnxBackend
 from rerankd.model.openvino_backend import OpenVinoBackend
 
 
-def create_backend(loaded: LoadedModel, threads: int) -> Backend:
-    """The backend for `loaded`, with `threads` intra-op threads on the CPU."""
+def use_threads(loaded: LoadedModel, threads: int) -> None:
+    """`threads` intra-op threads for torch on the CPU (process-wide: torch has no per-model setting)."""
     if loaded.device.type == "cpu":
-        torch.set_num_threads(threads)  # process-wide: torch has no per-model setting
+        torch.set_num_threads(threads)
+
+
+def create_backend(loaded: LoadedModel, threads: int) -> Backend:
+    """The backend for a cross-encoder `loaded`, with `threads` intra-op threads on the CPU."""
+    use_threads(loaded, threads)
     if loaded.backend == "onnx":
         return OnnxBackend(loaded, threads)
     if loaded.backend == "openvino":

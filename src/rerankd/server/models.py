@@ -88,8 +88,8 @@ class ModelRegistry:
         status_log.info("loading %s%s", source, f" as {name}" if name != source else "")
         loaded = load_model(settings)
         engine = build_engine(settings, loaded)
-        keyer = CacheKeyer(loaded.identity, engine.scorer.backend.name, loaded.dtype, settings.max_length,
-                           settings.effective_query_max_length)
+        keyer = CacheKeyer(loaded.identity, engine.scorer.backend.name, loaded.dtype, engine.encoder.max_length,
+                           engine.encoder.query_max_length, loaded.kind)
         service = ScoringService(name, settings, engine.encoder, engine.scorer, keyer, self.cache,
                                  self._tokenize_pool, self.in_flight, self.metrics)
         self.loaded[name] = loaded
@@ -98,7 +98,7 @@ class ModelRegistry:
         threads = f", {cores} CPU thread{'s' if cores > 1 else ''}" if loaded.device.type == "cpu" else ""
         status_log.info("model %s: %s, %s on %s, %s%s, max length %d, batch budget %d tokens / %d pairs",
                         name, loaded.model_type, scorer.backend.name, loaded.device, loaded.dtype, threads,
-                        settings.max_length, scorer.max_batch_tokens, scorer.max_batch_size)
+                        engine.encoder.max_length, scorer.max_batch_tokens, scorer.max_batch_size)
         if loaded.fixture is not None:
             status_log.warning("model %s is a random-weight test fixture (rerankd make-test-model): its scores "
                                "are not relevance", name)

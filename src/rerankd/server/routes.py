@@ -165,8 +165,10 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         check_query(body.query, len(texts))
         lengths = resolve_lengths(body, settings, tei_truncate=body.truncate if tei else None,
                                   keep_end=body.truncation_direction.lower() == "left")
-        scored = await _until_done(request, served.score(body.query, texts, **lengths.as_kwargs()),
-                                   settings.request_timeout)
+        scored = await _until_done(
+            request, served.score(body.query, texts, **lengths.as_kwargs(), instruction=body.instruction),
+            settings.request_timeout,
+        )
         _timing_headers(response, scored, started)
         request.state.log_fields = {
             "model": served.name, "documents": len(texts), "tokens": scored.total_tokens,
@@ -240,8 +242,11 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             )
         for query in dict.fromkeys(left):
             check_query(query, len(right))
-        scored = await _until_done(request, served.score(left, right, **resolve_lengths(body, settings).as_kwargs()),
-                                   settings.request_timeout)
+        scored = await _until_done(
+            request,
+            served.score(left, right, **resolve_lengths(body, settings).as_kwargs(), instruction=body.instruction),
+            settings.request_timeout,
+        )
         _timing_headers(response, scored, started)
         # Index-aligned, one score per pair: min_score has nothing to drop here.
         calibration = registry.calibrations[served.name]
@@ -283,8 +288,8 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
         models = [
             ServedModelInfo(
                 name=name, source=loaded.source, revision=loaded.revision, model_type=loaded.model_type,
-                backend=service.scorer.backend.name, backend_timings=loaded.backend_timings,
-                device=str(loaded.device), dtype=loaded.dtype, max_input_length=service.settings.max_length,
+                kind=loaded.kind, backend=service.scorer.backend.name, backend_timings=loaded.backend_timings,
+                device=str(loaded.device), dtype=loaded.dtype, max_input_length=service.encoder.max_length,
                 is_fixture=loaded.fixture is not None, calibration=registry.calibrations[name].source,
             )
             for name, service in registry.models.items()
@@ -294,7 +299,7 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
             model_id=registry.names[0],
             model_dtype=models[0].dtype if models else None,
             version=__version__,
-            max_input_length=settings.max_length,
+            max_input_length=models[0].max_input_length if models else settings.lengths()[0],
             max_documents=settings.max_documents,
             max_document_chars=settings.max_document_chars,
             max_batch_tokens=next(iter(registry.models.values())).scorer.max_batch_tokens
@@ -317,8 +322,13 @@ def build_router(settings: Settings, registry: ModelRegistry, metrics: Metrics, 
                 summary="Served models (OpenAI shape)")
     async def list_models() -> ModelList:
         created = int(time.time())
-        return ModelList(data=[ModelCard(id=name, created=created, max_model_len=settings.max_length)
-                               for name in registry.names])
+        # A model still loading has no kind yet, and the cross-encoder default length.
+        return ModelList(data=[
+            ModelCard(id=name, created=created, kind=registry.loaded[name].kind if name in registry.loaded else None,
+                      max_model_len=registry.models[name].encoder.max_length if name in registry.models
+                      else settings.lengths()[0])
+            for name in registry.names
+        ])
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus_metrics() -> Response:

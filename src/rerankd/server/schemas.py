@@ -76,12 +76,17 @@ class RerankRequest(LengthControls):
         None, description="TEI: cut pairs over the limit (true) or answer 413 (false); missing follows the server."
     )
     truncation_direction: Literal["Right", "right", "Left", "left"] = Field(
-        "Right", description="TEI: the side of a document that is cut; Left keeps its end (not with chunk)."
+        "Right",
+        description="TEI: the side of a document that is cut; Left keeps its end (cross-encoders; not with chunk).",
     )
     min_score: float | None = Field(
         None, ge=0, le=1,
         description="rerankd: drop results whose relevance score (0..1, calibrated when the model has a calibration) "
         "is below this, after top_n; also with raw_scores. Missing: the server's --min-score.",
+    )
+    instruction: str | None = Field(
+        None, description="LLM rerankers: the task instruction (qwen3-reranker) or prompt (flag-llm-reranker); "
+                          "missing means the server's --instruction or the model card's. Refused by cross-encoders."
     )
 
     @model_validator(mode="after")
@@ -203,6 +208,7 @@ class ScoreRequest(LengthControls):
     model: str | None = None
     text_1: str | list[str]
     text_2: str | list[str]
+    instruction: str | None = Field(None, description="LLM rerankers: as in /rerank.")
 
 
 class ScoreData(ChunkInfo):
@@ -245,6 +251,10 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "rerankd"
     max_model_len: int
+    kind: str | None = Field(
+        description="How the model scores a pair: cross-encoder, qwen3-reranker or flag-llm-reranker (null while "
+                    "it loads)."
+    )
 
 
 class ModelList(BaseModel):
@@ -257,6 +267,7 @@ class ServedModelInfo(BaseModel):
     source: str
     revision: str | None
     model_type: str
+    kind: str = Field(description="How the model scores a pair: cross-encoder, qwen3-reranker or flag-llm-reranker.")
     backend: str
     backend_timings: dict[str, float] | None = Field(
         None, description="With --backend auto on the CPU: seconds per warm-up batch of each backend measured; "

@@ -63,9 +63,9 @@ The container's environment, as the ConfigMap's data: RERANKD_* settings (the ch
   "RERANKD_MODEL" $v.model.id
   "RERANKD_DTYPE" $v.model.dtype
   "RERANKD_BACKEND" $v.model.backend
-  "RERANKD_MAX_LENGTH" (toString $v.model.maxLength)
   "RERANKD_DRAIN_TIMEOUT" (toString $v.drainTimeoutSeconds) }}
 {{- with $v.model.revision }}{{ $_ := set $env "RERANKD_REVISION" . }}{{ end }}
+{{- with $v.model.maxLength }}{{ $_ := set $env "RERANKD_MAX_LENGTH" (toString .) }}{{ end }}
 {{- if $v.redis.url }}{{ $_ := set $env "RERANKD_CACHE_URL" $v.redis.url }}{{ end }}
 {{- if $v.redis.deploy }}
 {{- $_ := set $env "RERANKD_CACHE_URL" (printf "redis://%s-redis:6379/0" (include "rerankd.fullname" .)) }}
