@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -17,39 +18,47 @@ DOCUMENTS = 40  # per request: many batches each on the tiny fixture, so request
 def test_sigterm_under_load_answers_every_request_in_flight(start_server, xlmr_dir: Path) -> None:  # type: ignore[no-untyped-def]
     server: ServerProcess = start_server([xlmr_dir], ["--drain-timeout", "120", *PATIENT])
     signalled = threading.Event()
-    outcomes: list[tuple[int, str | None]] = []  # (documents answered or -1, what went wrong)
+    signal_at = [float("inf")]
+    # (documents answered, or -1; what went wrong; when the answer came)
+    outcomes: list[tuple[int, str | None, float]] = []
     lock = threading.Lock()
 
     def client(seed: int) -> None:
         with httpx.Client(base_url=server.url, timeout=300) as c:
             round_ = 0
-            while not signalled.is_set():  # nothing is sent after the signal: every request here was accepted
+            while not signalled.is_set():  # nothing new is sent once the signal is out
                 round_ += 1
                 body = {"query": f"{QUERY} {seed} {round_}", "documents": slow_documents(DOCUMENTS, words=60),
                         "return_documents": False}
                 try:
                     response = c.post("/rerank", json=body)
                     ok = response.status_code == 200
-                    outcome = (len(response.json()["results"]), None) if ok else (-1, response.text)
+                    outcome = (len(response.json()["results"]), None if ok else response.text, time.monotonic())
                 except httpx.HTTPError as exc:
-                    outcome = (-1, repr(exc))
+                    outcome = (-1, repr(exc), time.monotonic())
                 with lock:
                     outcomes.append(outcome)
+
+    def refused_at_the_door(what: str | None, answered_at: float) -> bool:
+        # A request already on its way when the signal went out may reach a draining server: it is refused
+        # cleanly (503, before any work), never accepted and lost.
+        return answered_at >= signal_at[0] and what is not None and "shutting down" in what
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(CLIENTS)]
     for thread in threads:
         thread.start()
     wait_until(lambda: len(outcomes) >= CLIENTS and server.queue_requests() >= CLIENTS // 2, timeout=120,
                message="the server under load, several requests queued")
+    signal_at[0] = time.monotonic()
     server.signal(signal.SIGTERM)
     signalled.set()
     for thread in threads:
         thread.join(timeout=240)
         assert not thread.is_alive(), "a request in flight at SIGTERM got no answer"
 
-    lost = [what for answered, what in outcomes if answered != DOCUMENTS]
+    lost = [what for answered, what, at in outcomes if answered != DOCUMENTS and not refused_at_the_door(what, at)]
     assert not lost, lost[:3]
-    assert len(outcomes) >= 2 * CLIENTS
+    assert sum(answered == DOCUMENTS for answered, _, _ in outcomes) >= 2 * CLIENTS
     assert server.wait(timeout=60) in (0, -signal.SIGTERM), server.logs()
 
 
