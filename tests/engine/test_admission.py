@@ -75,7 +75,8 @@ def queue(scheduler: Scheduler, tokens: int, pairs: int = 1) -> None:
 
 def test_a_request_behind_too_long_a_wait_is_429_with_the_time_the_excess_takes_to_drain() -> None:
     admission, scheduler, metrics = door(tokens_per_second=100, max_queue_wait=10)
-    queue(scheduler, 1000)  # 10 s of work ahead of a request as big: just admitted
+    # The door's look-ahead window is 4 x 64 tokens: a request's own tokens count up to that much.
+    queue(scheduler, 744)  # 7.44 s of work ahead, plus 2.56 s of its own: just admitted
     admission.admit(1, 1000).release()
     queue(scheduler, 251)  # 12.51 s
     with pytest.raises(RerankdError) as error:
@@ -89,7 +90,8 @@ def test_a_request_behind_too_long_a_wait_is_429_with_the_time_the_excess_takes_
 def test_a_small_request_is_not_refused_for_the_big_one_it_will_overtake() -> None:
     admission, scheduler, metrics = door(tokens_per_second=100, max_queue_wait=10)
     queue(scheduler, 5000, pairs=10)  # 50 s of work in one big request
-    # Fair sharing serves the small request after about its own size of the big one's work: 1 s.
+    # Fair sharing serves the small request after about its own size of the big one's work: 1 s (and 1 s
+    # of its own).
     admission.admit(4, 100).release()
     with pytest.raises(RerankdError, match="queued ahead"):
         admission.admit(40, 2000)  # 20 s of the big one's work would go before this one finishes
@@ -203,3 +205,13 @@ def test_admitted_pairs_count_against_the_pair_limit_until_they_leave() -> None:
     first.release()
     assert scheduler.state().pairs == 6
     admission.admit(4, 40).release()
+
+
+def test_an_idle_model_admits_a_request_longer_than_the_wait_limit() -> None:
+    admission, scheduler, metrics = door(tokens_per_second=100, max_queue_wait=1)
+    first = admission.admit(10, 5000)  # 50 s of model time, nothing ahead: starts at once
+    with pytest.raises(RerankdError, match="queued ahead"):
+        admission.admit(10, 5000)  # the same again, behind the first one's work
+    first.release()
+    admission.admit(10, 5000).release()
+    assert metrics.reasons == ["queue_wait"]

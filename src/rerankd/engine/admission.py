@@ -10,9 +10,10 @@ tokenized:
   with a Retry-After of how long the excess takes to drain. The scheduler shares
   the model fairly between size classes and in order within one, so the work
   ahead of a request is its class's backlog plus, from every other class, as
-  much again at most (`Scheduler.work_ahead`); requests admitted but not yet
-  queued count too. A small request is not refused for the big one it will
-  overtake;
+  much again at most (`Scheduler.work_ahead`), and its own tokens up to one
+  look-ahead window; requests admitted but not yet queued count too. A small
+  request is not refused for the big one it will overtake, nor any request
+  with nothing ahead of it;
 - the queue's pair limit (`--max-queued-pairs`): 429.
 
 A request that can never fit, whatever the load, gets 413 instead: more pairs

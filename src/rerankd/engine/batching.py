@@ -8,6 +8,7 @@ model pays it: rows x longest row.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,6 +40,33 @@ def plan_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def length_groups(lengths: Sequence[int], pass_tokens: int, pad_to_multiple_of: int = 1) -> list[list[int]]:
+    """Split one batch into forward passes of similar length, for a device where a pass costs its padded tokens.
+
+    Minimizes the padded tokens (rows x widest row, per pass) plus `pass_tokens` for each pass: the fixed cost
+    of one more pass, in tokens. Passes are runs of the batch sorted longest first. A batch padded by less than
+    one pass's cost stays whole without the search.
+    """
+    widths = [padded_length(n, pad_to_multiple_of) for n in lengths]
+    order = sorted(range(len(widths)), key=lambda i: -widths[i])
+    if len(order) * widths[order[0]] - sum(widths) <= pass_tokens:
+        return [order]
+    # best[j]: least cost of the first j rows in order; start[j]: where the last pass of that plan begins.
+    best = [0] + [math.inf] * len(order)
+    start = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        for begin in range(end):
+            cost = best[begin] + (end - begin) * widths[order[begin]] + pass_tokens
+            if cost < best[end]:
+                best[end], start[end] = cost, begin
+    groups: list[list[int]] = []
+    end = len(order)
+    while end:
+        groups.append(order[start[end] : end])
+        end = start[end]
+    return groups[::-1]
 
 
 def collate(

@@ -10,12 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rerankd.engine.batching import collate, plan_batches
+from rerankd.engine.batching import collate, length_groups, plan_batches
 from rerankd.engine.encoding import EncodedPair
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model.backend import Backend
 
 log = logging.getLogger(__name__)
+
+# The fixed cost of one more forward pass on a CPU, in padded tokens (see `BatchScorer.pass_tokens`).
+CPU_PASS_TOKENS = 64
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -44,6 +47,7 @@ class BatchScorer:
         max_batch_tokens: int,
         max_batch_size: int,
         pad_to_multiple_of: int = 1,
+        pass_tokens: int | None = None,
     ) -> None:
         self.backend = backend
         self.pad_id = pad_id
@@ -51,6 +55,9 @@ class BatchScorer:
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.pad_to_multiple_of = pad_to_multiple_of
+        # Where a pass costs about its padded tokens (a CPU), the fixed cost of one more pass in tokens: a batch
+        # of very different lengths then runs as several narrower passes. None: every batch is one pass.
+        self.pass_tokens = pass_tokens
 
     def score(
         self, pairs: Sequence[EncodedPair], on_batch: Callable[[int], None] | None = None
@@ -71,7 +78,19 @@ class BatchScorer:
         return logits, stats
 
     def run_batch(self, pairs: Sequence[EncodedPair], stats: BatchStats | None = None) -> np.ndarray:
-        """One batch; if it runs out of memory, its halves are tried, down to single pairs."""
+        """One batch, as one pass or (see `pass_tokens`) as passes of similar length."""
+        if self.pass_tokens is None or len(pairs) < 2:
+            return self._run_pass(pairs, stats)
+        groups = length_groups([p.num_tokens for p in pairs], self.pass_tokens, self.pad_to_multiple_of)
+        if len(groups) == 1:
+            return self._run_pass(pairs, stats)
+        logits = np.empty(len(pairs), dtype=np.float32)
+        for group in groups:
+            logits[group] = self._run_pass([pairs[i] for i in group], stats)
+        return logits
+
+    def _run_pass(self, pairs: Sequence[EncodedPair], stats: BatchStats | None = None) -> np.ndarray:
+        """One forward pass; if it runs out of memory, its halves are tried, down to single pairs."""
         batch = collate(pairs, self.pad_id, self.with_token_types, self.pad_to_multiple_of)
         try:
             out = self.backend.forward(batch)
@@ -94,7 +113,7 @@ class BatchScorer:
                 self.backend.device,
             )
             half = math.ceil(rows / 2)
-            return np.concatenate([self.run_batch(pairs[:half], stats), self.run_batch(pairs[half:], stats)])
+            return np.concatenate([self._run_pass(pairs[:half], stats), self._run_pass(pairs[half:], stats)])
         if stats is not None:
             stats.batches += 1
             stats.padded_tokens += batch["input_ids"].size

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from rerankd.engine.encoding import PairEncoder
 from rerankd.engine.llm_encoding import FlagLLMPairEncoder, Qwen3PairEncoder
-from rerankd.engine.scoring import BatchScorer
+from rerankd.engine.scoring import CPU_PASS_TOKENS, BatchScorer
 from rerankd.errors import ErrorKind, RerankdError
 from rerankd.model import Backend, LoadedModel
 from rerankd.model.causal_backend import CausalLMBackend
@@ -58,5 +58,8 @@ def build_engine(settings: Settings, loaded: LoadedModel) -> Engine:
         max_batch_size=settings.max_batch_size,
         # Tensor cores want widths in multiples of 8; on CPU padding only costs.
         pad_to_multiple_of=8 if loaded.device.type == "cuda" else 1,
+        # On a CPU a pass costs about its padded tokens, so a batch of mixed lengths runs as narrower passes.
+        # A GPU runs one wide pass in about the time of a narrow one; LLM rerankers share a prefix per pass.
+        pass_tokens=CPU_PASS_TOKENS if loaded.device.type == "cpu" and loaded.kind == CROSS_ENCODER else None,
     )
     return Engine(encoder, scorer)
