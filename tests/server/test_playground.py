@@ -1,5 +1,5 @@
 """The playground at /playground, driven in a real browser (Debian's chromium and chromium-driver) against a
-real `rerankd serve` that needs an API key and serves two models.
+real `rerankd serve` that needs an API key and serves three models (two cross-encoders, one LLM reranker).
 
 scripts/test.sh installs chromium when it is missing; without it the browser tests skip, saying so.
 The screenshot of the ranked page lands in tests/artifacts/ (ignored by git).
@@ -28,6 +28,7 @@ from rerankd.server.app import create_app
 from rerankd.server.metrics import Metrics
 from rerankd.server.models import ModelRegistry
 from rerankd.settings import Settings
+from rerankd.testing import make_causal_test_model
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -44,8 +45,11 @@ DOCUMENTS = [
 
 
 @pytest.fixture(scope="module")
-def server(start_module_server: Callable[..., ServerProcess], xlmr_dir: Path, bert_dir: Path) -> ServerProcess:
-    return start_module_server([f"xlmr={xlmr_dir}", f"bert={bert_dir}"], ["--api-key", KEY, "--max-documents", "4"])
+def server(start_module_server: Callable[..., ServerProcess], xlmr_dir: Path, bert_dir: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
+    qwen3 = make_causal_test_model(tmp_path_factory.mktemp("qwen3-tiny"), shape="tiny", arch="qwen3")
+    return start_module_server([f"xlmr={xlmr_dir}", f"bert={bert_dir}", f"qwen3={qwen3}"],
+                               ["--api-key", KEY, "--max-documents", "4"])
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +165,29 @@ def test_the_model_selector_a_json_array_and_top_n(page: WebDriver, server: Serv
     with server.client(headers={"Authorization": f"Bearer {KEY}"}) as client:
         answer = client.post("/rerank", json={"query": QUERY, "documents": documents, "model": "bert", "top_n": 2})
     assert shown_ranking(page) == api_ranking(answer.json()["results"])
+
+
+def test_an_llm_reranker_gets_an_instruction_field_and_a_cross_encoder_none(
+    page: WebDriver, server: ServerProcess
+) -> None:
+    field = page.find_element(By.ID, "instruction-field")
+    Select(page.find_element(By.ID, "model")).select_by_value("xlmr")
+    assert not field.is_displayed()
+    Select(page.find_element(By.ID, "model")).select_by_value("qwen3")
+    assert field.is_displayed()
+    instruction = "Judge whether the passage is about what pandas eat"
+    page.find_element(By.ID, "instruction").clear()
+    page.find_element(By.ID, "instruction").send_keys(instruction)
+    submit(page, QUERY, "\n".join(DOCUMENTS), model="qwen3")
+    with server.client(headers={"Authorization": f"Bearer {KEY}"}) as client:
+        answer = client.post("/rerank", json={"query": QUERY, "documents": DOCUMENTS, "model": "qwen3",
+                                              "instruction": instruction})
+        default = client.post("/rerank", json={"query": QUERY, "documents": DOCUMENTS, "model": "qwen3"})
+    assert answer.json()["results"] != default.json()["results"]  # the instruction reached the model
+    assert shown_ranking(page) == api_ranking(answer.json()["results"])
+    page.find_element(By.ID, "instruction").clear()
+    Select(page.find_element(By.ID, "model")).select_by_value("xlmr")
+    assert not field.is_displayed()
 
 
 def test_a_truncated_document_is_marked(page: WebDriver) -> None:

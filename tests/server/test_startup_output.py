@@ -99,7 +99,8 @@ def test_serve_says_what_it_loads_where_it_listens_and_when_it_is_ready(terminal
     assert f"INFO     API docs: {url}/docs   playground: {url}/playground" in lines
     assert f"INFO     loading {xlmr_dir} as tiny" in lines
     [model] = [line for line in lines if line.startswith("INFO     model tiny: xlm-roberta")]
-    for part in ("torch on cpu", "fp32", "CPU thread", "max length 512", "batch budget 2048 tokens / 128 pairs"):
+    for part in ("(cross-encoder)", "torch on cpu", "fp32", "CPU thread", "max length 512",
+                 "batch budget 2048 tokens / 128 pairs"):
         assert part in model, model
     assert any(line.startswith("WARNING  model tiny is a random-weight test fixture") for line in lines)
     assert server.wait_for_line(r"model tiny: warmed up in \d+\.\d+ s")
@@ -149,7 +150,7 @@ def test_workers_print_the_address_once_and_each_its_own_model_and_ready_line(te
     assert sum("listening on" in line for line in lines) == 1
     assert any(line.endswith("(2 worker processes); Ctrl+C to stop") for line in lines)
     for pid in pids:
-        assert any(re.match(rf"INFO     \[{pid}\] model .*: xlm-roberta, torch on cpu", line) for line in lines)
+        assert any(re.match(rf"INFO     \[{pid}\] model .*: xlm-roberta \(cross-encoder\), torch on cpu", line) for line in lines)
     response = httpx.post(server.url + "/rerank", json={"query": QUERY, "documents": DOCS}, timeout=EVENT_S)
     assert response.status_code == 200
     [access] = server.wait_for_line(r"^INFO     \[(\d+)\] POST /rerank 200 docs=")

@@ -96,8 +96,8 @@ class ModelRegistry:
         scorer = engine.scorer
         cores = model_threads(settings.threads, settings.workers)
         threads = f", {cores} CPU thread{'s' if cores > 1 else ''}" if loaded.device.type == "cpu" else ""
-        status_log.info("model %s: %s, %s on %s, %s%s, max length %d, batch budget %d tokens / %d pairs",
-                        name, loaded.model_type, scorer.backend.name, loaded.device, loaded.dtype, threads,
+        status_log.info("model %s: %s (%s), %s on %s, %s%s, max length %d, batch budget %d tokens / %d pairs",
+                        name, loaded.model_type, loaded.kind, scorer.backend.name, loaded.device, loaded.dtype, threads,
                         engine.encoder.max_length, scorer.max_batch_tokens, scorer.max_batch_size)
         if loaded.fixture is not None:
             status_log.warning("model %s is a random-weight test fixture (rerankd make-test-model): its scores "

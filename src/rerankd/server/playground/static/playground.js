@@ -11,6 +11,7 @@ const CONTEXT_CHARS = 200;
 
 const $ = (id) => document.getElementById(id);
 let servedModels = [];
+let modelKinds = {}; // name -> cross-encoder, qwen3-reranker or flag-llm-reranker
 let lastBody = null;
 let keyPrompt = null;
 
@@ -82,6 +83,7 @@ async function loadInfo() {
   }
   const info = await response.json();
   servedModels = info.models.length ? info.models.map((m) => m.name) : [info.model_id];
+  modelKinds = Object.fromEntries(info.models.map((m) => [m.name, m.kind]));
   const first = info.models[0];
   const where = first ? ` · ${first.backend} on ${first.device}, ${first.dtype}` : "";
   $("served").textContent = `${servedModels.join(", ")}${where} · up to ${info.max_input_length} tokens per pair`;
@@ -90,6 +92,13 @@ async function loadInfo() {
   const select = $("model");
   select.replaceChildren(...servedModels.map((name) => new Option(name, name)));
   $("model-field").hidden = servedModels.length < 2;
+  showInstruction();
+}
+
+// Only LLM rerankers take an instruction; a cross-encoder refuses one.
+function showInstruction() {
+  const kind = modelKinds[$("model").value || servedModels[0]];
+  $("instruction-field").hidden = !kind || kind === "cross-encoder";
 }
 
 function parseDocuments(text) {
@@ -111,6 +120,7 @@ function requestBody() {
   const topN = $("top-n").value.trim();
   if (topN !== "") body.top_n = Number(topN);
   if ($("truncation").value) body.truncation = $("truncation").value;
+  if (!$("instruction-field").hidden && $("instruction").value.trim()) body.instruction = $("instruction").value;
   body.raw_scores = true; // the logit, shown on hover
   return body;
 }
@@ -298,6 +308,7 @@ async function copy(format) {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("request").addEventListener("submit", submit);
+  $("model").addEventListener("change", showInstruction);
   $("documents").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("request").requestSubmit();
   });
