@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 
 # How far past the most urgent pair a batch may reach, in batch budgets: deep enough to find pairs of
 # similar length (8 queued 32-document requests pad about 9% over their real tokens at the CPU budget,
-# against 2% for a sort of everything queued; a closed loop of 8 clients about 8%), shallow enough that a request is not held back by much of
-# the work queued after it (a deeper window lengthens every request's stay by about its depth).
+# against 2% for a sort of everything queued; a closed loop of 8 clients about 8%), shallow enough that a
+# request is not held back by much of the work queued after it (a deeper window lengthens every request's
+# stay by about its depth).
 WINDOW_BATCHES = 4
 # Time constants of the throughput averages, in seconds of model time. Batches of long pairs run slower per
 # token than batches of short ones, so over a few seconds the speed swings with the mix, and a minute
