@@ -93,10 +93,10 @@ def test_a_batch_that_raises_fails_its_own_request_and_no_other(xlmr_dir: Path) 
         assert poison, "the marker query shares every token with the good requests"
         run_batch = service.scorer.run_batch
 
-        def failing(pairs):  # type: ignore[no-untyped-def]
+        def failing(pairs, stats=None):  # type: ignore[no-untyped-def]
             if any(poison & set(pair.input_ids) for pair in pairs):
                 raise RuntimeError("the model raised on this batch")
-            return run_batch(pairs)
+            return run_batch(pairs, stats)
 
         service.scorer.run_batch = failing
         answers: dict[int, httpx.Response] = {}
