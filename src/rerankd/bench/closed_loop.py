@@ -101,9 +101,12 @@ async def _drive(url: str, take: _Take, clients: int, timeout: float, duration: 
         started = time.perf_counter()
 
         async def run_client(client: int) -> None:
-            while (body := take(client, time.perf_counter() - started)) is not None:
+            while (body := take(client, free := time.perf_counter() - started)) is not None:
                 # take() and next(counter) run in one step, with no await between: indexes follow take order.
-                outcome = await post(http, url, body, index=next(counter), phase_start=started, client_id=client)
+                # The request was due when its client was free, the moment take() checked against the deadline;
+                # building its body is counted between that and `sent`, not in its latency.
+                outcome = await post(http, url, body, index=next(counter), phase_start=started, scheduled=free,
+                                     client_id=client)
                 outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
